@@ -1,0 +1,177 @@
+"""Typed views of `params.yaml`: one frozen dataclass per stage section.
+
+Field names are the YAML keys. Loading is strict: an unknown key, a missing
+required key or a value of the wrong shape raises `ConfigError` naming the
+dotted key, so a typo in params.yaml fails before any model loads.
+
+    cfg = load_section("params.yaml", "sft", SFTConfig)
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params file does not match the dataclass it feeds."""
+
+
+def _build(cls: Any, value: Any, where: str) -> Any:
+    """Turn plain YAML data into `cls`, recursing into dataclasses, lists and optionals."""
+    origin = typing.get_origin(cls)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(cls) if a is not type(None)]
+        if value is None:
+            return None
+        return _build(args[0], value, where)
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(where + '.' + k for k in unknown)}")
+        kwargs = {}
+        for name, field in fields.items():
+            key = f"{where}.{name}"
+            if name in value:
+                kwargs[name] = _build(hints[name], value[name], key)
+            elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: required key is missing")
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {err}") from err
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(cls)[:1] or (Any,)
+        built = [_build(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(built)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if cls is Any:
+        return value
+    if cls is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if cls in (int, str, bool) and not isinstance(value, cls):
+        raise ConfigError(f"{where}: expected {cls.__name__}, got {value!r}")
+    if cls is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected int, got {value!r}")
+    return value
+
+
+def read_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    with path.open(encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of stage sections")
+    return data
+
+
+def load_section(path: str | Path, section: str, cls: type[T]) -> T:
+    """Read `section` of the params file at `path` into the dataclass `cls`."""
+    data = read_params(path)
+    if section not in data:
+        raise ConfigError(f"{path}: section '{section}' is missing")
+    return _build(cls, data[section], section)
+
+
+def build(cls: type[T], value: dict, where: str = "config") -> T:
+    """Build a config from a dict (tests, programmatic use) with the same checks as params.yaml."""
+    return _build(cls, value, where)
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+# ---------------------------------------------------------------------------
+# Shared blocks, composed into stage configs as fields (never inherited).
+
+@dataclasses.dataclass(frozen=True)
+class EngineSpec:
+    """Which generation backend runs a model, and how."""
+
+    model: str  # checkpoint folder or hub id
+    backend: str = "vllm"  # vllm | hf | http
+    dtype: str = "auto"  # auto | bfloat16 | float32 ...
+    max_model_len: int = 4096
+    seed: int = 0
+    # vLLM only
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    # hf only: prompts per forward pass
+    batch_size: int = 8
+    # http only: an OpenAI-compatible server (`vllm serve`) already running
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key, never the key
+    max_concurrency: int = 32
+    request_timeout_s: float = 600.0
+    max_retries: int = 5
+    chat_template: str | None = None  # path to a jinja template overriding the tokenizer's
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("vllm", "hf", "http"):
+            raise ValueError(f"backend must be vllm, hf or http, got {self.backend!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSpec:
+    """Sampling parameters understood by every backend."""
+
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int | None = None
+    stop: list[str] = dataclasses.field(default_factory=tuple)
+    skip_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+# Where each params.yaml section's dataclass lives: stage -> "module:Class".
+# Domain modules own their configs so they stay next to the code that reads them.
+SECTIONS: dict[str, str] = {
+    "base": "ftllm.models:BaseConfig",
+    "evalset": "ftllm.evalset:EvalsetConfig",
+    "generate": "ftllm.generate:GenerateConfig",
+    "judge": "ftllm.judge:JudgeConfig",
+    "cpt": "ftllm.train.cpt:CPTConfig",
+    "upscale": "ftllm.upscale:UpscaleConfig",
+    "sft": "ftllm.train.sft:SFTConfig",
+    "rl": "ftllm.train.rl:RLConfig",
+    "predict": "ftllm.infer:PredictConfig",
+    "evaluate": "ftllm.metrics:EvaluateConfig",
+}
+
+
+def section_class(section: str) -> type:
+    import importlib
+
+    module, name = SECTIONS[section].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_stage(path: str | Path, section: str):
+    """Load a stage's section into its registered dataclass."""
+    return load_section(path, section, section_class(section))

@@ -1,0 +1,69 @@
+"""The engine contract shared by every backend."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from ftllm.config import EngineSpec, SamplingSpec
+
+Conversation = Sequence[dict]
+
+
+@dataclasses.dataclass
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    num_tokens: int
+    cumulative_logprob: float | None = None  # sum of the sampled tokens' log-probabilities
+    finish_reason: str = "stop"  # stop | length
+
+
+def render_chat(tokenizer, conversation: Conversation, chat_template: str | None = None, **template_kwargs) -> list[int]:
+    """Token ids of `conversation` under the model's chat template, ready for the assistant turn."""
+    ids = tokenizer.apply_chat_template(
+        list(conversation),
+        add_generation_prompt=True,
+        tokenize=True,
+        chat_template=chat_template,
+        return_dict=False,
+        **template_kwargs,
+    )
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return [int(t) for t in ids]
+
+
+class Engine:
+    """Backends implement `generate_ids`; `chat` and `generate` are shared."""
+
+    spec: EngineSpec
+    tokenizer = None
+
+    def generate_ids(self, prompts: list[list[int]], sampling: SamplingSpec) -> list[list[Completion]]:
+        raise NotImplementedError  # abstract: each backend overrides it
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingSpec) -> list[list[Completion]]:
+        """Raw text prompts (no chat template); `n` completions for each."""
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return self.generate_ids(ids, sampling)
+
+    def chat(
+        self, conversations: Sequence[Conversation], sampling: SamplingSpec, **template_kwargs
+    ) -> list[list[Completion]]:
+        """Chat conversations rendered with the model's template; `n` completions for each."""
+        template = None
+        if self.spec.chat_template:
+            with open(self.spec.chat_template, encoding="utf-8") as f:
+                template = f.read()
+        ids = [render_chat(self.tokenizer, c, template, **template_kwargs) for c in conversations]
+        return self.generate_ids(ids, sampling)
+
+    def close(self) -> None:
+        """Release the model (GPU memory, worker processes)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

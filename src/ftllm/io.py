@@ -1,0 +1,175 @@
+"""Reading and writing records: JSONL and Parquet, with file:line errors and atomic writes.
+
+Every stage writes through this module so that a crash never leaves a file or a
+folder that looks complete: data goes to `<name>.tmp` first and is renamed into
+place only when whole.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+
+class InputError(ValueError):
+    """Bad input data. The message is one line that names the file (and line)."""
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool = False) -> list[dict]:
+    """Read a JSONL file; every row must be an object holding the `required` fields."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    rows: list[dict] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise InputError(f"{path}:{lineno}: missing required field(s) {', '.join(missing)}")
+            rows.append(row)
+    if not rows and not allow_empty:
+        raise InputError(f"{path}: file is empty")
+    return rows
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
+
+    Works for files and folders (checkpoints). A failed block removes the temporary.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    tmp.replace(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    """Write rows atomically; returns the number written."""
+    count = 0
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def write_json(path: str | Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+
+
+def write_parquet(path: str | Path, rows: Sequence[dict]) -> int:
+    """Write rows to Parquet atomically. Nested values (lists, dicts) are stored as JSON text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = list(rows)
+    columns: dict[str, list] = {}
+    for row in rows:
+        for key in row:
+            columns.setdefault(key, [])
+    for key in columns:
+        columns[key] = [_flatten(r.get(key)) for r in rows]
+    table = pa.table(columns) if rows else pa.table({})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return len(rows)
+
+
+def _flatten(value):
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def read_parquet(path: str | Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def read_records(path: str | Path, required: Sequence[str] = (), allow_empty: bool = False) -> list[dict]:
+    """Read `.jsonl` or `.parquet` (or every such file in a folder, sorted) into rows."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet"))
+        rows = [r for p in files for r in read_records(p, required, allow_empty=True)]
+        if not rows and not allow_empty:
+            raise InputError(f"{path}: folder holds no rows")
+        return rows
+    if path.suffix == ".parquet":
+        rows = read_parquet(path)
+        if not rows and not allow_empty:
+            raise InputError(f"{path}: file is empty")
+        for i, row in enumerate(rows, start=1):
+            missing = [k for k in required if k not in row or row[k] is None]
+            if missing:
+                raise InputError(f"{path}: row {i}: missing required field(s) {', '.join(missing)}")
+        return rows
+    return read_jsonl(path, required, allow_empty)
+
+
+def write_records(path: str | Path, rows: Sequence[dict]) -> int:
+    path = Path(path)
+    return write_parquet(path, rows) if path.suffix == ".parquet" else write_jsonl(path, rows)
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
