@@ -153,6 +153,7 @@ class SamplingSpec:
 # Domain modules own their configs so they stay next to the code that reads them.
 SECTIONS: dict[str, str] = {
     "base": "ftllm.models:BaseConfig",
+    "teacher": "ftllm.models:BaseConfig",
     "evalset": "ftllm.evalset:EvalsetConfig",
     "generate": "ftllm.generate:GenerateConfig",
     "judge": "ftllm.judge:JudgeConfig",
