@@ -93,3 +93,4 @@ def build_tiny_model(out_dir: str | Path, layers: int = 4, hidden: int = 128, se
 
 if __name__ == "__main__":
     print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "tiny-model"))
+
