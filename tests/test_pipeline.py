@@ -1,0 +1,115 @@
+"""The whole DAG under `dvc repro` on the tiny model: runs end to end, reruns nothing, and
+reruns exactly the changed stage and what depends on it.
+
+The teacher/judge is a local OpenAI-compatible server (the `http` engine backend) that
+answers every request with one of a few well-formed teacher replies; a random tiny model
+writes text no parser accepts, and the stages after `judge` need rows. Every other stage
+(cpt, upscale, sft, rl, predict, evaluate) runs the real tiny model.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REPLIES = [
+    "<problem>{a} と {b} の和を求めなさい。</problem><solution>{a} + {b} = {s} である。</solution><answer>{s}</answer>\n"
+    '{{"verdict": "consistent", "reason": "the sum is right"}}'.format(a=a, b=b, s=a + b)
+    for a, b in [(12, 30), (7, 8), (21, 4), (5, 55), (60, 3), (9, 14), (33, 33), (2, 90)]
+]
+
+
+class _TeacherHandler(BaseHTTPRequestHandler):
+    counter = itertools.count()
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        choices = []
+        for i in range(body.get("n", 1)):
+            text = REPLIES[next(self.counter) % len(REPLIES)]
+            choices.append({"index": i, "text": text, "finish_reason": "stop",
+                            "logprobs": {"tokens": list(text[:20]), "token_logprobs": [-0.1] * 20}})
+        data = json.dumps({"choices": choices}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def teacher_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TeacherHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def _copy_project(dest: Path) -> None:
+    """The project's own files (tracked and new, not ignored), as a fresh clone would have them."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.split("\n")
+    for name in filter(None, listed):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+
+
+def _repro(project: Path, env: dict) -> list[str]:
+    """Run `dvc repro`; return the names of the stages it ran."""
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return re.findall(r"Running stage '([^']+)'", result.stdout)
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_once_then_nothing_then_only_downstream(tmp_path, tiny_model, teacher_url):
+    from ftllm.profiles import compose, write_params
+
+    project = tmp_path / "project"
+    project.mkdir()
+    _copy_project(project)
+    overrides = [
+        f"base.model={tiny_model}",
+        f"teacher.model={tiny_model}",
+        f"generate.teacher.base_url={teacher_url}",
+        f"judge.engine.base_url={teacher_url}",
+    ]
+    write_params(compose("test", overrides, conf_dir=project / "conf"), project / "params.yaml")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(project / "src")}
+
+    ran = _repro(project, env)
+    expected = {"base", "teacher", "evalset", "generate", "judge", "cpt", "upscale", "sft", "rl",
+                "predict@base", "predict@final", "evaluate@base", "evaluate@final"}
+    assert set(ran) == expected
+    predictions = [json.loads(line) for line in (project / "predictions/final/predictions.jsonl").open()]
+    assert predictions and all("output" in row and "problem" in row for row in predictions)
+    metrics = json.loads((project / "metrics/evaluate-final.json").read_text())
+    assert "accuracy" in json.dumps(metrics)
+
+    assert _repro(project, env) == [], "a second repro must run nothing"
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["upscale"]["reg"] = params["upscale"]["reg"] * 1.5
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    assert set(_repro(project, env)) == {"upscale", "sft", "rl", "predict@final", "evaluate@final"}
