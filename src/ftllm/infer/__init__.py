@@ -1,0 +1,52 @@
+"""Inference: sample solutions, vote, write the competition's `output` column.
+
+`PredictConfig` is the `predict` section of params.yaml. The stage (`stages/predict.py`) and the
+competition entry point (`ftllm.infer.submission`) both call `ftllm.infer.predict.predict`.
+
+- `vote.py`: equivalence-class self-consistency (the grader's notion of equality);
+- `predict.py`: prompt building, the strategy registry `STRATEGIES`, output files;
+- `pool.py`: the time-limited process pool that parses untrusted answers;
+- `strategies/`, `budget.py`: alternatives to plain self-consistency (RSA, budgeted sampling, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ftllm.config import EngineSpec, SamplingSpec
+from ftllm.infer.budget import BudgetConfig
+from ftllm.infer.strategies.rsa import RSAConfig
+
+SYSTEM_PROMPT = (
+    "あなたは日本の中学・高校数学の問題を解く専門家です。"
+    "順を追って考え、最後に最終的な答えだけを \\boxed{} の中に書いてください。"
+)
+USER_TEMPLATE = "{problem}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """YAML keys under `predict`."""
+
+    engine: EngineSpec
+    sampling: SamplingSpec = dataclasses.field(default_factory=SamplingSpec)  # n = samples per problem
+    system_prompt: str | None = SYSTEM_PROMPT  # null: no system turn (templates that reject one)
+    user_template: str = USER_TEMPLATE  # placeholders: {problem}, and {category} / {unit} when rows carry them
+    chat_template_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. {reasoning_effort: high} for harmony
+    strategy: str = "sc"  # a key of ftllm.infer.predict.STRATEGIES
+    parse_workers: int = 4  # processes that parse and cluster answers (0: in-process, no hard time limit)
+    parse_timeout_s: int = 5  # per parse / per comparison (Math-Verify's alarm); a hung worker is killed at ~4x
+    vote_timeout_s: float = 120.0  # one problem's clustering; past it the vote falls back to exact-string classes
+    rsa: RSAConfig = dataclasses.field(default_factory=RSAConfig)  # used when strategy: rsa
+    budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)  # used when strategy: budget
+
+    def __post_init__(self) -> None:
+        if "{problem}" not in self.user_template:
+            raise ValueError("predict.user_template must contain {problem}")
+        if self.parse_workers < 0:
+            raise ValueError(f"predict.parse_workers must be >= 0, got {self.parse_workers}")
+        if self.parse_timeout_s < 1:
+            raise ValueError(f"predict.parse_timeout_s must be >= 1 (Math-Verify alarms are whole seconds), got {self.parse_timeout_s}")
+        from ftllm.infer.predict import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"predict.strategy must be one of {', '.join(sorted(STRATEGIES))}, got {self.strategy!r}")

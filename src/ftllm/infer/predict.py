@@ -1,0 +1,143 @@
+"""The predict stage's library side: problems in, voted `output` and every sample out.
+
+    results = predict(config, rows, out_dir)   # writes out_dir/{predictions.jsonl, samples.parquet}
+
+Strategies are plain functions `(engine, rows, config) -> list[StrategyResult]` (see
+`ftllm.infer.strategies.base`), registered by name in `STRATEGIES`. Plain self-consistency
+("sc") samples `config.sampling.n` solutions per problem in ONE `engine.chat` call (vLLM
+prefills each prompt once and forks the n samples) and votes them all with one parse pool.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from pathlib import Path
+from typing import Callable
+
+from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult
+
+TEMPLATE_FIELDS = ("problem", "category", "unit")
+
+
+def build_conversation(row: dict, config) -> list[dict]:
+    """System turn (optional) + the user template filled with the row's fields."""
+    user = config.user_template
+    for key in TEMPLATE_FIELDS:
+        # str.replace, not str.format: problems and templates are full of LaTeX braces
+        user = user.replace("{" + key + "}", str(row.get(key, "")))
+    chat = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+    return chat + [{"role": "user", "content": user}]
+
+
+def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
+    """Self-consistency: n samples per problem from one batched call, then the equivalence-class vote."""
+    from ftllm.infer.vote import Ballot, vote_many
+
+    start = time.monotonic()
+    samples = engine.chat([build_conversation(r, config) for r in rows], config.sampling, **dict(config.chat_template_kwargs))
+    seconds = (time.monotonic() - start) / max(1, len(rows))
+    ballots = [
+        Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], r.get("evaluation_method") or "soft")
+        for cs, r in zip(samples, rows)
+    ]
+    votes = vote_many(
+        ballots, workers=config.parse_workers, timeout_s=config.parse_timeout_s,
+        cluster_timeout_s=config.vote_timeout_s, progress=True,
+    )
+    return [
+        StrategyResult(v.output or EMPTY_OUTPUT, list(cs), sum(c.num_tokens for c in cs), seconds, {"vote": v})
+        for cs, v in zip(samples, votes)
+    ]
+
+
+# name -> function, or "module:function" imported on first use (strategies owned by other modules)
+STRATEGIES: dict[str, Callable | str] = {
+    "sc": run_sc,
+    "rsa": "ftllm.infer.strategies.rsa:run_rsa",
+    "budget": "ftllm.infer.budget:run_budget",
+}
+
+
+def get_strategy(name: str) -> Callable:
+    entry = STRATEGIES[name]
+    if isinstance(entry, str):
+        module, func = entry.split(":")
+        entry = getattr(importlib.import_module(module), func)
+    return entry
+
+
+def run_predictions(config, rows: list[dict]) -> list[StrategyResult]:
+    """Load the engine, run the configured strategy, release the engine."""
+    from ftllm.engine import make_engine
+
+    with make_engine(config.engine) as engine:
+        return get_strategy(config.strategy)(engine, rows, config)
+
+
+def annotate_votes(config, rows: list[dict], results: list[StrategyResult]) -> list:
+    """The `Vote` behind each result: the strategy's own when it kept one, else a fresh vote of its samples."""
+    from ftllm.infer.vote import Ballot, Vote, vote_many
+
+    votes = [r.info.get("vote") if isinstance(r.info.get("vote"), Vote) else None for r in results]
+    missing = [i for i, v in enumerate(votes) if v is None]
+    ballots = [
+        Ballot([c.text for c in results[i].samples], [c.cumulative_logprob for c in results[i].samples],
+               rows[i].get("evaluation_method") or "soft")
+        for i in missing
+    ]
+    fresh = vote_many(ballots, workers=config.parse_workers, timeout_s=config.parse_timeout_s,
+                      cluster_timeout_s=config.vote_timeout_s) if ballots else []
+    for i, v in zip(missing, fresh):
+        votes[i] = v
+    return votes
+
+
+def sample_records(rows: list[dict], results: list[StrategyResult], votes: list) -> list[dict]:
+    """One record per sample: what it said, what it cost, what it parsed to and which class it joined."""
+    records = []
+    for row, result, vote in zip(rows, results, votes):
+        for j, c in enumerate(result.samples):
+            label = vote.labels[j] if j < len(vote.labels) else -1
+            records.append({
+                "id": row["id"],
+                "sample": j,
+                "text": c.text,
+                "num_tokens": int(c.num_tokens),
+                "logprob": None if c.cumulative_logprob is None else float(c.cumulative_logprob),
+                "finish_reason": c.finish_reason,
+                "answer": vote.answers[j] if j < len(vote.answers) else None,
+                "class_index": int(label),
+                "class_size": int(vote.classes[label].size) if label >= 0 else 0,
+            })
+    return records
+
+
+def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
+    """Run the strategy on `rows`; write predictions.jsonl (input fields + output) and samples.parquet atomically."""
+    from ftllm.io import atomic_path, write_jsonl, write_parquet
+
+    start = time.monotonic()
+    results = run_predictions(config, rows)
+    votes = annotate_votes(config, rows, results)
+    predictions = [{**row, "output": result.output or EMPTY_OUTPUT} for row, result in zip(rows, results)]
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        write_jsonl(tmp / "predictions.jsonl", predictions)
+        write_parquet(tmp / "samples.parquet", sample_records(rows, results, votes))
+    samples = sum(len(r.samples) for r in results)
+    return {
+        "problems": len(rows),
+        "samples": samples,
+        "tokens": sum(r.tokens for r in results),
+        "unparseable_samples": sum(v.n_unparseable for v in votes),
+        "empty_outputs": sum(p["output"] == EMPTY_OUTPUT for p in predictions),
+        "seconds": round(time.monotonic() - start, 3),
+    }
+
+
+def with_model(config, model: str | None):
+    """The config with `engine.model` replaced (the stage's --model, the submission's --model_dir)."""
+    if not model:
+        return config
+    return dataclasses.replace(config, engine=dataclasses.replace(config.engine, model=str(model)))

@@ -1,0 +1,108 @@
+"""What every inference strategy shares: its result record, the problem prompt, timing.
+
+A strategy is a function `(engine, problems, config) -> list[StrategyResult]`: `problems`
+are input rows (dicts with at least `problem`, optionally `evaluation_method`), `config`
+is the predict stage's `PredictConfig` (its `sampling` block, prompt template and the
+strategy's own block, e.g. `config.rsa`). One result per row, in order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from ftllm.engine import Completion
+
+EMPTY_OUTPUT = "\\boxed{}"  # what a row gets when no sample produced anything to vote on
+
+
+@dataclasses.dataclass
+class StrategyResult:
+    """One problem's answer and what it cost."""
+
+    output: str  # the competition `output`: the voted answer inside \boxed{}
+    samples: list[Completion]  # the final candidates the vote ran over
+    tokens: int  # every generated token spent on this problem (all rounds, loops, calls)
+    seconds: float  # wall time attributed to this problem (batched calls are split evenly)
+    info: dict = dataclasses.field(default_factory=dict)  # "vote": the Vote over `samples`; strategy details
+
+
+def problem_chat(row: dict, config) -> list[dict]:
+    """The chat that asks `row['problem']`, built by the predict stage's own prompt template.
+
+    Every strategy starts from exactly the conversation plain self-consistency uses, so a
+    comparison between strategies changes only the strategy.
+    """
+    from ftllm.infer import predict
+
+    return predict.build_conversation(row, config)
+
+
+def vote_problems(samples: list[list[Completion]], rows: list[dict], config=None) -> list:
+    """One `Vote` per problem (equivalence classes under each row's grading method), one parse pool for all."""
+    from ftllm.infer.vote import Ballot, vote_many
+
+    ballots = [
+        Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], row.get("evaluation_method") or "soft")
+        for cs, row in zip(samples, rows)
+    ]
+    if not ballots:
+        return []
+    return vote_many(ballots, **_vote_options(config))
+
+
+def _vote_options(config) -> dict:
+    """Parse workers and timeout from the predict config, when it has them."""
+    options = {}
+    names = {"workers": "parse_workers", "timeout_s": "parse_timeout_s", "cluster_timeout_s": "vote_timeout_s"}
+    for key, name in names.items():
+        value = getattr(config, name, None)
+        if value is not None:
+            options[key] = value
+    return options
+
+
+class Stopwatch:
+    """Splits the wall time of batched engine calls evenly over the problems in each call."""
+
+    def __init__(self, count: int, clock=time.monotonic):
+        self.clock = clock
+        self.seconds = [0.0] * count
+
+    def charge(self, indices: list[int], start: float) -> float:
+        elapsed = self.clock() - start
+        for i in indices:
+            self.seconds[i] += elapsed / max(1, len(indices))
+        return elapsed
+
+
+def render_text(engine, chat: list[dict], config=None) -> str:
+    """The chat rendered by the model's template as text, ready for the assistant's turn.
+
+    Strategies that splice text into the assistant turn (s1's "Wait", TIR's code output)
+    continue from raw text with `engine.generate`.
+    """
+    template = None
+    if getattr(engine.spec, "chat_template", None):
+        with open(engine.spec.chat_template, encoding="utf-8") as f:
+            template = f.read()
+    kwargs = dict(getattr(config, "chat_template_kwargs", None) or {})
+    return engine.tokenizer.apply_chat_template(
+        list(chat), tokenize=False, add_generation_prompt=True, chat_template=template, **kwargs
+    )
+
+
+def group_by_budget(items: list, remaining: list[int], total: int, buckets: int = 8) -> dict[int, list]:
+    """Group continuations by token budget, rounded down so a few calls serve them all.
+
+    The engine takes one `max_new_tokens` per call, and exact budgets would mean one call
+    per trace. Budgets are rounded down to a multiple of `total / buckets` (below that, to a
+    power of two), so no trace ever gets more than it has left.
+    """
+    step = max(1, total // buckets)
+    groups: dict[int, list] = {}
+    for item, left in zip(items, remaining):
+        if left < 1:
+            continue
+        key = left - left % step if left >= step else 1 << (left.bit_length() - 1)
+        groups.setdefault(key, []).append(item)
+    return groups

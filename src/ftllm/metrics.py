@@ -1,0 +1,219 @@
+"""Scores for a predictions folder: accuracy (overall, per category), pass@k, cons@k, and the report table.
+
+    metrics, plot = evaluate(config, predictions_dir, gold_path)   # flat dict, list of {k, cons, pass}
+    print(render_table(["metrics/evaluate-base.json", "metrics/evaluate-final.json"]))
+
+- accuracy grades `predictions.jsonl`'s `output` against the gold row, with our grader
+  (`ftllm.grade.grade_row`) or, when `external_grader` is set, the official command.
+- pass@k is the unbiased estimator 1 - C(n-c, k) / C(n, k) over a problem's n samples, c of them right.
+- cons@k is the majority vote of k samples, averaged over k-subsets (all of them when there are
+  few, else `cons_subsets` seeded random draws). It reuses the equivalence classes written in
+  samples.parquet, so only one representative per class is graded: a subset's vote is a count.
+Both are reported only for k <= n (the smallest n over the problems).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import random
+import shlex
+import subprocess
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ftllm.io import InputError, read_json, read_jsonl, read_parquet
+
+TABLE_KS = (1, 40, 160)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """YAML keys under `evaluate`."""
+
+    ks: list[int] = (1, 4, 16, 40, 160)  # pass@k / cons@k points; those above n are left out
+    cons_subsets: int = 1000  # random k-subsets per problem when there are more than `cons_exhaustive_max`
+    cons_exhaustive_max: int = 5000  # enumerate every k-subset when C(n, k) is at most this
+    seed: int = 0  # draws of the random subsets
+    # official grader, e.g. "math-eval {predictions} {gold} --output {verdicts}": it must write a
+    # JSONL of {id, correct} to {verdicts}. null: our grader (ftllm.grade).
+    external_grader: str | None = None
+    workers: int = 4  # grading processes
+    timeout_s: int = 5  # per parse/verify (Math-Verify alarm)
+
+    def __post_init__(self) -> None:
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"evaluate.ks must be positive integers, got {list(self.ks)}")
+        if self.cons_subsets < 1:
+            raise ValueError("evaluate.cons_subsets must be >= 1")
+        if self.external_grader is not None:
+            for field in ("{predictions}", "{gold}", "{verdicts}"):
+                if field not in self.external_grader:
+                    raise ValueError(f"evaluate.external_grader must contain {field}")
+
+
+# --- estimators -------------------------------------------------------------------------
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k: the chance that k of n samples (c right) hold at least one right one."""
+    if k > n:
+        raise ValueError(f"k={k} exceeds n={n}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def majority_correct(subset: Sequence[int], labels: Sequence[int], logprobs: Sequence[float], correct: dict[int, bool]) -> bool:
+    """The vote of `subset` (largest class, then summed logprob, then first sample) is right."""
+    size: dict[int, int] = defaultdict(int)
+    mass: dict[int, float] = defaultdict(float)
+    first: dict[int, int] = {}
+    for i in subset:
+        lab = labels[i]
+        if lab < 0:
+            continue
+        size[lab] += 1
+        mass[lab] += logprobs[i]
+        first.setdefault(lab, i)
+    if not size:
+        return False
+    winner = min(size, key=lambda c: (-size[c], -mass[c], first[c]))
+    return bool(correct.get(winner, False))
+
+
+def cons_at_k(labels: Sequence[int], logprobs: Sequence[float], correct: dict[int, bool], k: int,
+              max_exhaustive: int = 5000, draws: int = 1000, rng: random.Random | None = None) -> float:
+    """Majority-vote accuracy of k samples out of n, over all k-subsets or `draws` random ones."""
+    n = len(labels)
+    if k > n:
+        raise ValueError(f"k={k} exceeds n={n}")
+    if math.comb(n, k) <= max_exhaustive:
+        subsets = itertools.combinations(range(n), k)
+    else:
+        rng = rng or random.Random(0)
+        subsets = (sorted(rng.sample(range(n), k)) for _ in range(draws))
+    hits = [majority_correct(s, labels, logprobs, correct) for s in subsets]
+    return float(np.mean(hits))
+
+
+# --- grading --------------------------------------------------------------------------------
+
+def _grade_pair(output: str, gold_row: dict, timeout_s: int) -> bool:
+    from ftllm.grade import grade_row
+
+    return grade_row({"output": output}, gold_row, timeout_s)
+
+
+def grade_ours(pairs: list[tuple[str, dict]], config: EvaluateConfig, desc: str | None = None) -> list[bool]:
+    from ftllm.infer.pool import run_guarded
+
+    verdicts = run_guarded(_grade_pair, [(o, g, config.timeout_s) for o, g in pairs], config.workers,
+                           hard_timeout_s=8 * config.timeout_s + 10, desc=desc)
+    return [bool(v) for v in verdicts]  # a killed task (None) is wrong, as in the grader
+
+
+def grade_external(predictions: list[dict], gold_path: Path, command: str) -> list[bool]:
+    """Run the official grader; it writes {id, correct} rows. A missing verdict is a wrong row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pred_path, out_path = Path(tmp) / "predictions.jsonl", Path(tmp) / "verdicts.jsonl"
+        pred_path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
+        cmd = command.format(predictions=shlex.quote(str(pred_path)), gold=shlex.quote(str(gold_path)),
+                             verdicts=shlex.quote(str(out_path)))
+        proc = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise InputError(f"external grader failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:] }")
+        verdicts = {str(r["id"]): bool(r["correct"]) for r in read_jsonl(out_path, required=("id", "correct"), allow_empty=True)}
+    return [verdicts.get(str(p["id"]), False) for p in predictions]
+
+
+# --- the evaluation ------------------------------------------------------------------------
+
+def evaluate(config: EvaluateConfig, predictions_dir: str | Path, gold_path: str | Path) -> tuple[dict, list[dict]]:
+    """Flat metrics and the accuracy-vs-k plot rows for one predictions folder."""
+    predictions_dir, gold_path = Path(predictions_dir), Path(gold_path)
+    predictions = read_jsonl(predictions_dir / "predictions.jsonl", required=("id", "output"))
+    gold = {str(r["id"]): r for r in read_jsonl(gold_path, required=("id", "solution"))}
+    missing = [str(p["id"]) for p in predictions if str(p["id"]) not in gold]
+    if missing:
+        raise InputError(f"{gold_path}: no gold row for prediction id(s) {', '.join(missing[:5])}")
+    if config.external_grader:
+        verdicts = grade_external(predictions, gold_path, config.external_grader)
+    else:
+        verdicts = grade_ours([(p["output"], gold[str(p["id"])]) for p in predictions], config, desc="grade")
+    metrics = accuracy_metrics(predictions, gold, verdicts)
+    samples_path = predictions_dir / "samples.parquet"
+    plot: list[dict] = []
+    if samples_path.exists():
+        sample_metrics, plot = sampling_metrics(config, read_parquet(samples_path), gold)
+        metrics.update(sample_metrics)
+    return metrics, plot
+
+
+def accuracy_metrics(predictions: list[dict], gold: dict[str, dict], verdicts: list[bool]) -> dict:
+    metrics = {"problems": len(predictions), "accuracy": float(np.mean(verdicts)) if verdicts else 0.0}
+    by_category: dict[str, list[bool]] = defaultdict(list)
+    for p, ok in zip(predictions, verdicts):
+        by_category[str(gold[str(p["id"])].get("category") or p.get("category") or "none")].append(ok)
+    for category in sorted(by_category):
+        metrics[f"accuracy/{category}"] = float(np.mean(by_category[category]))
+    return metrics
+
+
+def sampling_metrics(config: EvaluateConfig, samples: list[dict], gold: dict[str, dict]) -> tuple[dict, list[dict]]:
+    """pass@k and cons@k from the per-sample classes; one grading per class representative."""
+    problems: dict[str, list[dict]] = defaultdict(list)
+    for s in samples:
+        problems[str(s["id"])].append(s)
+    for rows in problems.values():
+        rows.sort(key=lambda s: s["sample"])
+    reps = {}  # (id, class) -> representative answer
+    for pid, rows in problems.items():
+        for s in rows:
+            if s["class_index"] >= 0 and s.get("answer"):
+                reps.setdefault((pid, s["class_index"]), s["answer"])
+    keys = [key for key in reps if key[0] in gold]
+    verdicts = grade_ours([(reps[key], gold[key[0]]) for key in keys], config, desc="grade classes")
+    correct: dict[str, dict[int, bool]] = defaultdict(dict)
+    for (pid, c), ok in zip(keys, verdicts):
+        correct[pid][c] = ok
+    scored = [pid for pid in problems if pid in gold]
+    n_min = min((len(problems[pid]) for pid in scored), default=0)
+    metrics: dict = {"samples_per_problem": n_min}
+    plot = []
+    rng = random.Random(config.seed)
+    for k in sorted(set(config.ks)):
+        if k > n_min:
+            continue
+        passes, cons = [], []
+        for pid in scored:
+            labels = [int(s["class_index"]) for s in problems[pid]]
+            logprobs = [float(s["logprob"] or 0.0) for s in problems[pid]]
+            c = sum(1 for lab in labels if correct[pid].get(lab, False))
+            passes.append(pass_at_k(len(labels), c, k))
+            cons.append(cons_at_k(labels, logprobs, correct[pid], k, config.cons_exhaustive_max, config.cons_subsets, rng))
+        metrics[f"pass@{k}"], metrics[f"cons@{k}"] = float(np.mean(passes)), float(np.mean(cons))
+        plot.append({"k": k, "cons": metrics[f"cons@{k}"], "pass": metrics[f"pass@{k}"]})
+    return metrics, plot
+
+
+# --- the reference table -------------------------------------------------------------------
+
+def render_table(metrics_paths: Sequence[str | Path], ks: Sequence[int] = TABLE_KS) -> str:
+    """Markdown table: one row per metrics file (named after it), cons@k columns, "—" where k > n."""
+    header = "| model | accuracy | " + " | ".join(f"cons@{k}" for k in ks) + " |"
+    lines = [header, "|" + "---|" * (len(ks) + 2)]
+    for path in metrics_paths:
+        metrics = read_json(path)
+        name = Path(path).stem.removeprefix("evaluate-")
+        cells = [_pct(metrics.get("accuracy"))] + [_pct(metrics.get(f"cons@{k}")) for k in ks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"

@@ -1,0 +1,107 @@
+"""Self-consistency voting: equivalence classes, ties, unparseable samples, and hostile outputs."""
+import random
+import time
+
+import pytest
+
+from ftllm.grade import answers_match
+from ftllm.infer.pool import run_guarded
+from ftllm.infer.vote import Ballot, canonical_spelling, raw_box, tally, vote, vote_many
+
+
+def test_equivalent_spellings_form_one_class():
+    texts = ["so \\boxed{1/2}", "\\boxed{0.5}", "\\boxed{3}", "nothing here", "\\boxed{\\frac{1}{2}}", "\\boxed{3}"]
+    v = vote(texts, [-1, -2, -0.5, None, -1, -0.1], workers=1)
+    assert [c.size for c in v.classes] == [3, 2]
+    assert v.classes[0].members == [0, 1, 4] and v.classes[1].members == [2, 5]
+    assert v.classes[0]["size"] == 3  # classes also read like dicts
+    assert v.n_unparseable == 1 and v.labels == [0, 0, 1, -1, 0, 1]
+    assert v.output == "\\boxed{\\frac{1}{2}}"
+    assert answers_match(v.answer, v.output)  # the output holds only the answer, and parses back to it
+
+
+def test_tie_goes_to_logprob_then_first_appearance():
+    assert vote(["\\boxed{3}", "\\boxed{4}"], [-5.0, -1.0], workers=0).output == "\\boxed{4}"
+    assert vote(["\\boxed{3}", "\\boxed{4}"], workers=0).output == "\\boxed{3}"
+    assert vote(["\\boxed{3}", "\\boxed{4}", "\\boxed{4}"], [0.0, -9.0, -9.0], workers=0).output == "\\boxed{4}"
+
+
+def test_method_decides_equivalence():
+    texts = ["\\boxed{2(x+1)}", "\\boxed{2x+2}", "\\boxed{2x+2}"]
+    assert len(vote(texts, method="soft", workers=0).classes) == 1
+    strict = vote(texts, method="strict", workers=0)
+    assert [c.size for c in strict.classes] == [2, 1] and strict.output == "\\boxed{2x+2}"
+
+
+def test_nothing_parses_still_gives_a_string():
+    v = vote(["", "I give up", "\\boxed{\\frac{1}{"], workers=0)
+    assert v.classes == [] and v.answer is None and v.n_unparseable == 3
+    assert v.output.startswith("\\boxed{")
+    assert raw_box(["no box", "x"]) == "\\boxed{}"
+    assert raw_box(["\\boxed{a!}", "\\boxed{b!} \\boxed{c!}", "\\boxed{c!}"]) == "\\boxed{c!}"
+
+
+def test_canonical_spelling_prefers_frequent_then_short():
+    assert canonical_spelling(["$0.50$", "$0.5$", "$0.50$"]) == "$0.50$"
+    assert canonical_spelling(["$\\frac{2}{4}$", "$\\frac12$"]) == "$\\frac12$"
+
+
+def test_vote_many_matches_single_votes():
+    ballots = [Ballot(["\\boxed{1}", "\\boxed{2}", "\\boxed{2}"]), Ballot(["\\boxed{x}", "\\boxed{x}"], [-1, -1])]
+    many = vote_many(ballots, workers=2)
+    assert [v.output for v in many] == ["\\boxed{2}", "\\boxed{x}"]
+    assert tally(["$1$", None], [None, None], ["", ""], "soft", exact=True).output == "\\boxed{1}"
+
+
+def _sleepy(x):
+    if x == "hang":
+        while True:  # not interruptible by anything but a kill
+            pass
+    if x == "die":
+        import os
+
+        os._exit(1)
+    if x == "raise":
+        raise RuntimeError(x)
+    return x.upper()
+
+
+def test_guarded_pool_survives_hangs_deaths_and_errors():
+    start = time.monotonic()
+    out = run_guarded(_sleepy, [("a",), ("hang",), ("b",), ("die",), ("raise",), ("c",)], workers=2, hard_timeout_s=1.5)
+    assert out == ["A", None, "B", None, None, "C"]
+    assert time.monotonic() - start < 20
+
+
+def _adversarial(rng: random.Random) -> str:
+    kind = rng.randrange(8)
+    depth = rng.randint(5, 60)
+    if kind == 0:
+        return "\\boxed{" + "\\frac{1}{" * depth + "2" + "}" * depth + "}"
+    if kind == 1:
+        return "\\boxed{10^{10^{10^{" + str(rng.randint(2, 99)) + "}}}}"
+    if kind == 2:
+        return "\\boxed{" + "{" * depth + "x" + "}" * rng.randint(0, depth)
+    if kind == 3:
+        return ""
+    if kind == 4:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(1, 300))).decode("latin-1")
+    if kind == 5:
+        return "$" * depth + "\\left(" * depth + "1"
+    if kind == 6:
+        return "\\boxed{" + "+".join(f"x^{{{rng.randint(1, 10**6)}}}" for _ in range(depth)) + "}"
+    return "\\boxed{" + "(" * depth + "1" + ")" * depth + "!" * rng.randint(1, 4) + "}"
+
+
+@pytest.mark.slow
+def test_thousand_hostile_outputs_never_crash():
+    rng = random.Random(0)
+    texts = [_adversarial(rng) for _ in range(1000)]
+    ballots = [Ballot(texts[i : i + 10], [rng.uniform(-50, 0) for _ in range(10)]) for i in range(0, 1000, 10)]
+    # per-answer timeout 1 s and a 2 s clustering budget per problem: about 40 s of CPU in all
+    votes = vote_many(ballots, workers=2, timeout_s=1, cluster_timeout_s=2)
+    assert len(votes) == 100
+    for v, b in zip(votes, ballots):
+        assert isinstance(v.output, str) and v.output.startswith("\\boxed{")
+        assert len(v.labels) == len(b.texts)
+        assert sum(c.size for c in v.classes) + v.n_unparseable == len(b.texts)
