@@ -89,10 +89,10 @@ def test_dvc_repro_runs_once_then_nothing_then_only_downstream(tmp_path, tiny_mo
     project.mkdir()
     _copy_project(project)
     overrides = [
-        f"base.model={tiny_model}",
-        f"teacher.model={tiny_model}",
-        f"generate.teacher.base_url={teacher_url}",
-        f"judge.engine.base_url={teacher_url}",
+        f"++base.model={tiny_model}",
+        f"++teacher.model={tiny_model}",
+        f"++generate.teacher.base_url={teacher_url}",
+        f"++judge.engine.base_url={teacher_url}",
     ]
     write_params(compose("test", overrides, conf_dir=project / "conf"), project / "params.yaml")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
