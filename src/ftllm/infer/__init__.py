@@ -14,7 +14,10 @@ import dataclasses
 
 from ftllm.config import EngineSpec, SamplingSpec
 from ftllm.infer.budget import BudgetConfig
+from ftllm.infer.strategies.retrieval import RetrievalConfig
 from ftllm.infer.strategies.rsa import RSAConfig
+from ftllm.infer.strategies.s1 import S1Config
+from ftllm.infer.strategies.tir import TIRConfig
 
 SYSTEM_PROMPT = (
     "あなたは日本の中学・高校数学の問題を解く専門家です。"
@@ -38,6 +41,9 @@ class PredictConfig:
     vote_timeout_s: float = 120.0  # one problem's clustering; past it the vote falls back to exact-string classes
     rsa: RSAConfig = dataclasses.field(default_factory=RSAConfig)  # used when strategy: rsa
     budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)  # used when strategy: budget
+    s1: S1Config = dataclasses.field(default_factory=S1Config)  # used when strategy: s1
+    tir: TIRConfig = dataclasses.field(default_factory=TIRConfig)  # used when strategy: tir
+    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)  # used when strategy: retrieval
 
     def __post_init__(self) -> None:
         if "{problem}" not in self.user_template:

@@ -56,6 +56,9 @@ STRATEGIES: dict[str, Callable | str] = {
     "sc": run_sc,
     "rsa": "ftllm.infer.strategies.rsa:run_rsa",
     "budget": "ftllm.infer.budget:run_budget",
+    "s1": "ftllm.infer.strategies.s1:run_s1",
+    "tir": "ftllm.infer.strategies.tir:run_tir",
+    "retrieval": "ftllm.infer.strategies.retrieval:run_retrieval",
 }
 
 
