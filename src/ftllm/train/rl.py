@@ -1,0 +1,477 @@
+"""Reinforcement learning with a verifiable math reward (the `rl` stage): TRL GRPO / DAPO / Dr.GRPO.
+
+TRL's `GRPOTrainer` is the engine. What this module adds, each switched from params:
+
+- prompts: judged rows with a known answer, rendered like SFT's prompts (`prompt_template`);
+  optionally filtered by the SFT model's pass rate over k samples (`pass_rate_filter`), which
+  drops problems it always or never solves: such groups have zero reward variance and teach nothing;
+- rewards: names from `ftllm.train.rewards.REWARDS` with a weight each (`rewards`);
+- loss aggregation: `loss_type` (grpo, dapo, dr_grpo, bnpo, cispo, sapo, luspo, vespo), clipping
+  (`epsilon`, `epsilon_high`), KL `beta`, `scale_rewards`, `mask_truncated_completions`;
+- zero-variance group filtering (`filter_zero_std_groups`): TRL 1.16 has no such switch, so the
+  trainer subclass below masks those groups out of the loss *and* its token count after scoring
+  (their advantage is already 0; what changes is that they no longer dilute the DAPO denominator);
+- generation: transformers (`use_vllm: false`, the CPU/CI path) or vLLM (`vllm_mode: colocate |
+  server`), and then always with TRL's importance-sampling correction for the sampler mismatch;
+- telemetry: per-step reward mean/std, completion lengths, clip fraction, and per-group aggregation
+  weights (`ftllm.train.telemetry`) written to `<plots_dir>/{steps,groups}.json` as training runs;
+- resume: checkpoints in a persistent folder; a rerun after a kill resumes from the last one
+  (telemetry is saved inside each checkpoint so the plots resume with it).
+
+`mode: async` maps the same section onto `trl.experimental.async_grpo.AsyncGRPOTrainer`
+(`max_staleness` = maximum policy lag). Not run here: it needs CUDA, FSDP2 and a separately
+started vLLM server (`VLLM_SERVER_DEV_MODE=1 vllm serve <model> --logprobs-mode processed_logprobs
+--weight-transfer-config '{"backend":"nccl"}'`); only its config mapping is tested. Its loss is
+fixed token-level clipped PPO (DAPO aggregation) without KL, so the section refuses other settings.
+
+    train_rl(config, model_dir, data, out_dir, checkpoint_dir, metrics_path, plots_dir)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ftllm.io import InputError, read_records, write_json
+from ftllm.train.launch import check_num_processes, world_size
+from ftllm.train.rewards import select_rewards
+from ftllm.train.sft import fill_template, prepare_checkpoint_dir, run_fingerprint
+from ftllm.train.telemetry import LOSS_TYPES, TelemetryLog, group_rows, step_row
+
+log = logging.getLogger(__name__)
+
+TELEMETRY_DIR = "ftllm_telemetry"  # inside each checkpoint-N folder
+PROMPTS_FILE = "rl_prompts.json"  # the selected prompt set, beside the checkpoints
+
+
+@dataclasses.dataclass(frozen=True)
+class PassRateFilter:
+    """Sample the starting model k times per problem; keep problems solved at a rate in [min, max]."""
+
+    k: int = 0  # samples per problem; 0 turns the filter off
+    min_pass_rate: float = 0.01  # below: never solved, every reward 0, no signal
+    max_pass_rate: float = 0.99  # above: always solved, no signal
+    backend: str = "vllm"  # ftllm.engine backend: vllm | hf
+    max_new_tokens: int = 1024
+    temperature: float = 1.0
+    max_model_len: int = 4096
+    batch_size: int = 8  # hf backend: prompts per forward pass
+
+    def __post_init__(self) -> None:
+        if self.k < 0:
+            raise ValueError(f"pass_rate_filter.k must be >= 0, got {self.k}")
+        if not 0.0 <= self.min_pass_rate <= self.max_pass_rate <= 1.0:
+            raise ValueError("pass_rate_filter needs 0 <= min_pass_rate <= max_pass_rate <= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+    """The `rl` params section. Defaults follow DAPO on TRL 1.16 (token-level loss, clip-higher, no KL)."""
+
+    mode: str = "sync"  # sync: GRPOTrainer | async: experimental AsyncGRPOTrainer (GPUs + vLLM server)
+    # prompts. Templates use {key} for fields of the judged row; other braces stay literal.
+    prompt_template: str = "{problem}\n\n最終的な答えを \\boxed{} の中に書いてください。"
+    system_prompt: str | None = None
+    max_prompts: int | None = None  # keep the first N usable rows (demo / smoke runs)
+    pass_rate_filter: PassRateFilter = dataclasses.field(default_factory=PassRateFilter)
+    # rewards: registry name -> weight
+    rewards: dict[str, float] = dataclasses.field(default_factory=lambda: {"accuracy": 1.0})
+    # objective
+    loss_type: str = "dapo"
+    beta: float = 0.0  # KL to the starting policy; 0 skips the reference model
+    epsilon: float = 0.2
+    epsilon_high: float | None = 0.28  # DAPO clip-higher
+    scale_rewards: str = "group"  # group | batch | none (Dr.GRPO: none)
+    mask_truncated_completions: bool = True  # DAPO overlong filtering
+    filter_zero_std_groups: bool = False
+    importance_sampling_level: str = "token"  # token | sequence (GSPO)
+    num_iterations: int = 1
+    # sampling
+    num_generations: int = 8
+    max_completion_length: int = 1024
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # batch: prompts_per_step groups of num_generations completions per optimizer step
+    prompts_per_step: int = 16
+    per_device_batch_size: int = 8  # completions per forward pass
+    # schedule
+    learning_rate: float = 1.0e-6
+    lr_scheduler_type: str = "constant"
+    warmup_ratio: float = 0.0
+    max_steps: int = 200
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    # model
+    dtype: str = "bfloat16"
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    # generation backend
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"  # colocate: vLLM in the training process | server: `trl vllm-serve`
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_server_base_url: str | None = None
+    # async mode
+    max_staleness: int = 4  # maximum policy lag, in optimizer steps, of a rollout used for training
+    weight_sync_steps: int = 1
+    # checkpoints and logs
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    # launch
+    num_processes: Any = "auto"
+    accelerate_config: str = "configs/accelerate/ddp.yaml"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "mode": (self.mode, ("sync", "async")),
+            "loss_type": (self.loss_type, LOSS_TYPES),
+            "scale_rewards": (self.scale_rewards, ("group", "batch", "none")),
+            "importance_sampling_level": (self.importance_sampling_level, ("token", "sequence")),
+            "vllm_mode": (self.vllm_mode, ("colocate", "server")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+        for key in ("num_generations", "max_completion_length", "prompts_per_step", "per_device_batch_size",
+                    "max_steps", "save_steps", "logging_steps", "num_iterations", "max_staleness"):  # fmt: skip
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be >= 2: advantages compare completions of one prompt")
+        try:
+            select_rewards(self.rewards)
+            check_num_processes(self.num_processes)
+        except ValueError as err:
+            raise ValueError(f"{'rewards' if 'reward' in str(err) else 'num_processes'}: {err}") from None
+        if self.mode == "async":
+            if self.loss_type != "dapo" or self.beta != 0.0:
+                raise ValueError("mode async trains the token-level (dapo) loss without KL: set loss_type dapo, beta 0")
+            if self.filter_zero_std_groups:
+                raise ValueError("filter_zero_std_groups is implemented for mode sync only")
+
+
+# ---------------------------------------------------------------------------
+# Prompts
+
+
+def build_prompt(row: dict, config: RLConfig) -> list[dict]:
+    messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+    return messages + [{"role": "user", "content": fill_template(config.prompt_template, row)}]
+
+
+def load_prompts(data: str | Path, config: RLConfig) -> list[dict]:
+    """Judged rows with a non-empty answer -> {"prompt", "answer", "id"} examples for TRL."""
+    rows = read_records(data, required=["problem", "answer"])
+    examples = [
+        {"prompt": build_prompt(row, config), "answer": str(row["answer"]), "id": str(row.get("id", i))}
+        for i, row in enumerate(rows)
+        if str(row["answer"] or "").strip()
+    ]
+    if not examples:
+        raise InputError(f"{data}: no row has a non-empty answer")
+    return examples[: config.max_prompts] if config.max_prompts else examples
+
+
+def measure_pass_rates(examples: list[dict], model_dir: str | Path, spec: PassRateFilter, seed: int) -> list[float]:
+    """Fraction of `spec.k` samples of the starting model that the accuracy reward accepts, per example."""
+    from ftllm.config import EngineSpec, SamplingSpec
+    from ftllm.engine import make_engine
+    from ftllm.train.rewards import accuracy
+
+    engine_spec = EngineSpec(
+        model=str(model_dir), backend=spec.backend, max_model_len=spec.max_model_len, seed=seed,
+        batch_size=spec.batch_size, dtype="auto",
+    )  # fmt: skip
+    sampling = SamplingSpec(n=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens, seed=seed)
+    with make_engine(engine_spec) as engine:
+        outputs = engine.chat([ex["prompt"] for ex in examples], sampling)
+    rates = []
+    for ex, completions in zip(examples, outputs, strict=True):
+        scores = accuracy([c.text for c in completions], [ex["answer"]] * len(completions))
+        rates.append(sum(scores) / len(scores))
+    return rates
+
+
+def filter_by_pass_rate(examples: list[dict], rates: list[float], spec: PassRateFilter) -> list[dict]:
+    return [ex for ex, rate in zip(examples, rates, strict=True) if spec.min_pass_rate <= rate <= spec.max_pass_rate]
+
+
+# ---------------------------------------------------------------------------
+# Trainer arguments
+
+
+def gradient_accumulation_steps(config: RLConfig, processes: int) -> int:
+    """Micro-steps per optimizer step so one step sees prompts_per_step full groups on any process count."""
+    completions = config.prompts_per_step * config.num_generations
+    per_micro = config.per_device_batch_size * processes
+    if completions % per_micro:
+        raise ValueError(
+            f"prompts_per_step x num_generations = {completions} completions per step is not a multiple of "
+            f"per_device_batch_size {config.per_device_batch_size} x {processes} processes; change rl.prompts_per_step "
+            "or rl.per_device_batch_size"
+        )
+    return completions // per_micro
+
+
+def _common_args(config: RLConfig, checkpoint_dir: str | Path, processes: int) -> dict:
+    return dict(
+        output_dir=str(checkpoint_dir),
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        max_steps=config.max_steps,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps(config, processes),
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        epsilon=config.epsilon,
+        epsilon_high=config.epsilon_high,
+        bf16=config.bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to="none",
+    )
+
+
+def grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int = 1):
+    """TRL GRPOConfig for the synchronous trainer."""
+    from trl import GRPOConfig
+
+    _, weights = select_rewards(config.rewards)
+    vllm = {}
+    if config.use_vllm:
+        # the sampler's logprobs differ from the trainer's: always correct with TRL's importance sampling
+        vllm = dict(
+            vllm_mode=config.vllm_mode,
+            vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+            vllm_importance_sampling_correction=True,
+        )
+        if config.vllm_server_base_url:
+            vllm["vllm_server_base_url"] = config.vllm_server_base_url
+    return GRPOConfig(
+        **_common_args(config, checkpoint_dir, processes),
+        loss_type=config.loss_type,
+        beta=config.beta,
+        scale_rewards=config.scale_rewards,
+        mask_truncated_completions=config.mask_truncated_completions,
+        importance_sampling_level=config.importance_sampling_level,
+        num_iterations=config.num_iterations,
+        reward_weights=weights,
+        use_vllm=config.use_vllm,
+        **vllm,
+    )
+
+
+def async_grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int = 1):
+    """TRL AsyncGRPOConfig: same batch and schedule, the policy lag bounded by max_staleness."""
+    from trl.experimental.async_grpo import AsyncGRPOConfig
+
+    extra = {"vllm_server_base_url": config.vllm_server_base_url} if config.vllm_server_base_url else {}
+    return AsyncGRPOConfig(
+        **_common_args(config, checkpoint_dir, processes),
+        dtype=config.dtype,
+        max_staleness=config.max_staleness,
+        weight_sync_steps=config.weight_sync_steps,
+        **extra,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Trainer with telemetry hooks
+
+
+def make_trainer_class():
+    """GRPOTrainer that records each generation batch's group lengths and can drop zero-variance groups."""
+    from trl import GRPOTrainer
+
+    class FtllmGRPOTrainer(GRPOTrainer):
+        telemetry: TelemetryLog | None = None
+        filter_zero_std_groups: bool = False
+
+        def _generate_and_score_completions(self, inputs):
+            output = super()._generate_and_score_completions(inputs)
+            if not self.model.training:
+                return output
+            group = self.num_generations
+            if self.filter_zero_std_groups:
+                self._mask_zero_std_groups(output, group)
+            mask = output["completion_mask"]
+            if "tool_mask" in output:
+                mask = mask * output["tool_mask"]
+            lengths = self.accelerator.gather(mask.sum(dim=1)).tolist()
+            if self.telemetry is not None and self.accelerator.is_main_process:
+                step = self.state.global_step + 1  # generation happens at the start of the step it feeds
+                self.telemetry.add_groups(
+                    group_rows(step, lengths, group, self.loss_type, self.max_completion_length)
+                )
+            return output
+
+        def _mask_zero_std_groups(self, output, group: int) -> None:
+            # advantages are (r - group mean) / scale, so a zero-variance group has all-zero advantages
+            advantages = self.accelerator.gather(output["advantages"].detach())
+            flat = (advantages.view(-1, group).abs() < 1e-8).all(dim=1).repeat_interleave(group)
+            local = len(output["advantages"])
+            start = self.accelerator.process_index * local
+            keep = (~flat[start : start + local]).to(output["completion_mask"].dtype).unsqueeze(1)
+            output["completion_mask"] = output["completion_mask"] * keep
+            loss_mask = output["completion_mask"] * output.get("tool_mask", 1)
+            output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+
+    return FtllmGRPOTrainer
+
+
+def make_telemetry_callback(telemetry: TelemetryLog, plots_dir: str | Path | None):
+    from transformers import TrainerCallback
+
+    class TelemetryCallback(TrainerCallback):
+        """Adds a row per logged step, rewrites the plot files, and stores telemetry in each checkpoint."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs and "reward" in logs:
+                telemetry.add_step(step_row(state.global_step, logs))
+                if plots_dir:
+                    telemetry.save(plots_dir)
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                telemetry.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / TELEMETRY_DIR)
+
+    return TelemetryCallback()
+
+
+# ---------------------------------------------------------------------------
+# The stage
+
+
+def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callbacks):
+    from datasets import Dataset
+
+    from ftllm.models import load_model
+
+    funcs, _ = select_rewards(config.rewards)
+    dataset = Dataset.from_list(examples)
+    if config.mode == "async":
+        from trl.experimental.async_grpo import AsyncGRPOTrainer
+
+        # the async trainer loads the model itself (FSDP2) and names it to the vLLM server by path
+        return AsyncGRPOTrainer(
+            model=str(model_dir), reward_funcs=funcs, args=args, train_dataset=dataset, callbacks=callbacks
+        )
+    model, tokenizer = load_model(model_dir, dtype=config.dtype)
+    trainer = make_trainer_class()(
+        model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
+        callbacks=callbacks,
+    )  # fmt: skip
+    trainer.telemetry = telemetry
+    trainer.filter_zero_std_groups = config.filter_zero_std_groups
+    return trainer
+
+
+def select_prompts(config: RLConfig, model_dir, data) -> tuple[list[dict], dict]:
+    """The RL prompt set and counts describing how it was chosen."""
+    examples = load_prompts(data, config)
+    counts = {"prompts_with_answer": len(examples)}
+    spec = config.pass_rate_filter
+    if spec.k:
+        rates = measure_pass_rates(examples, model_dir, spec, config.seed)
+        examples = filter_by_pass_rate(examples, rates, spec)
+        counts.update(
+            pass_rate_mean=sum(rates) / len(rates),
+            never_solved=sum(r < spec.min_pass_rate for r in rates),
+            always_solved=sum(r > spec.max_pass_rate for r in rates),
+        )
+        if not examples:
+            raise InputError(f"{data}: the pass-rate filter left no prompt (rates in [{spec.min_pass_rate}, {spec.max_pass_rate}])")
+    counts["prompts"] = len(examples)
+    return examples, counts
+
+
+def cached_prompts(config: RLConfig, model_dir, data, cache: Path) -> tuple[list[dict], dict]:
+    """`select_prompts`, kept next to the checkpoints so a resumed run (or another rank) does not sample again."""
+    if cache.exists():
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        return saved["examples"], saved["counts"]
+    examples, counts = select_prompts(config, model_dir, data)
+    write_json(cache, {"examples": examples, "counts": counts})
+    return examples, counts
+
+
+def train_rl(
+    config: RLConfig,
+    model_dir: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+    callbacks: tuple = (),
+) -> dict:
+    """Train `model_dir` with GRPO on the judged prompts in `data`; save the policy to `out_dir`; return metrics."""
+    from accelerate import PartialState
+
+    from ftllm.models import save_checkpoint
+
+    state = PartialState()
+    with state.main_process_first():  # rank 0 clears stale checkpoints and samples the pass rates; the rest read
+        resume_from = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint(config, model_dir, data))
+        examples, counts = cached_prompts(config, model_dir, data, Path(checkpoint_dir) / PROMPTS_FILE)
+    processes = world_size()
+    args = (async_grpo_args if config.mode == "async" else grpo_args)(config, checkpoint_dir, processes)
+
+    telemetry = TelemetryLog()
+    if resume_from:  # the plots continue from what the checkpoint had seen
+        telemetry = TelemetryLog.load(Path(resume_from) / TELEMETRY_DIR)
+        telemetry.truncate(_step_of(resume_from))
+    callbacks = [make_telemetry_callback(telemetry, plots_dir), *callbacks]
+    trainer = _build_trainer(config, model_dir, examples, args, telemetry, callbacks)
+
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    runtime_s = time.perf_counter() - started
+
+    full_state = trainer.accelerator.get_state_dict(trainer.model)
+    steps = telemetry.steps
+    metrics = {
+        **counts,
+        "mode": config.mode,
+        "loss_type": config.loss_type,
+        "steps": trainer.state.global_step,
+        "resumed_from_step": _step_of(resume_from),
+        "train_loss": result.training_loss,
+        "reward_first": steps[0].get("reward_mean") if steps else None,
+        "reward_last": steps[-1].get("reward_mean") if steps else None,
+        "reward_mean": _mean(r.get("reward_mean") for r in steps),
+        "completion_length_mean": _mean(r.get("completion_length_mean") for r in steps),
+        "clip_fraction_mean": _mean(r.get("clip_fraction") for r in steps),
+        "runtime_s": round(runtime_s, 2),
+        "processes": processes,
+    }
+    if trainer.accelerator.is_main_process:
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        policy.config.use_cache = True  # training turned the KV cache off
+        save_checkpoint(policy, trainer.processing_class, out_dir, state_dict=full_state)
+        if metrics_path:
+            write_json(metrics_path, metrics)
+        if plots_dir:
+            telemetry.save(plots_dir)
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+def _mean(values) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(str(checkpoint).rsplit("-", 1)[1]) if checkpoint else 0
