@@ -24,10 +24,20 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+TEACHER_TEXTS = [
+    ("りんごが 12 個、みかんが 30 個あります。果物は全部で何個ですか。", "12 + 30 = 42 より、果物は 42 個である。", "42"),
+    ("方程式 $2x + 6 = 20$ を解きなさい。", "両辺から 6 を引いて $2x = 14$、両辺を 2 で割って $x = 7$。", "7"),
+    ("1 辺が 9 cm の正方形の面積を求めなさい。", "面積は 1 辺の 2 乗なので $9^2 = 81$ 平方センチメートル。", "81"),
+    ("硬貨を 3 回投げるとき、表がちょうど 1 回出る確率を求めなさい。", "全部で 8 通り、表が 1 回は 3 通りなので確率は $\\frac{3}{8}$。", "\\frac{3}{8}"),
+    ("等差数列 5, 8, 11, ... の第 10 項を求めなさい。", "初項 5、公差 3 なので第 10 項は $5 + 9 \\times 3 = 32$。", "32"),
+    ("関数 $f(x) = x^2$ の $x = 4$ における微分係数を求めなさい。", "$f'(x) = 2x$ なので $f'(4) = 8$。", "8"),
+    ("異なる 6 冊の本から 2 冊を選ぶ方法は何通りですか。", "組合せの数は ${}_6C_2 = 15$ 通り。", "15"),
+    ("$\\log_{3} 81$ の値を求めなさい。", "$81 = 3^4$ なので値は 4 である。", "4"),
+]
 REPLIES = [
-    "<problem>{a} と {b} の和を求めなさい。</problem><solution>{a} + {b} = {s} である。</solution><answer>{s}</answer>\n"
-    '{{"verdict": "consistent", "reason": "the sum is right"}}'.format(a=a, b=b, s=a + b)
-    for a, b in [(12, 30), (7, 8), (21, 4), (5, 55), (60, 3), (9, 14), (33, 33), (2, 90)]
+    f"<problem>{problem}</problem><solution>{solution}</solution><answer>{answer}</answer>\n"
+    '{"verdict": "consistent", "reason": "the solution reaches the answer"}'
+    for problem, solution, answer in TEACHER_TEXTS
 ]
 
 
