@@ -107,10 +107,13 @@ def apply_template(tokenizer, model, chat_template: str | None, eos_token: str |
             model.generation_config.eos_token_id = eos_id
 
 
-def save_checkpoint(model, tokenizer, out_dir: str | Path) -> None:
-    """Save model + tokenizer atomically (a half-written checkpoint never looks complete)."""
+def save_checkpoint(model, tokenizer, out_dir: str | Path, state_dict: dict | None = None) -> None:
+    """Save model + tokenizer atomically (a half-written checkpoint never looks complete).
+
+    `state_dict` is the full, gathered state when the model is sharded (FSDP, ZeRO-3).
+    """
     with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
 
 

@@ -1,0 +1,96 @@
+"""Tests of ftllm.train.launch: process counts, worker detection, and a real 2-process CPU relaunch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ftllm.train import launch
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU_CONFIG = ROOT / "configs" / "accelerate" / "cpu.yaml"
+
+
+@pytest.fixture
+def not_a_worker(monkeypatch):
+    for var in ("LOCAL_RANK", "FTLLM_LAUNCHED", "WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_resolve_num_processes(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert launch.resolve_num_processes("auto") == 1  # no GPU: one process
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert launch.resolve_num_processes("auto") == 8
+    assert launch.resolve_num_processes(3) == 3
+    with pytest.raises(ValueError):
+        launch.resolve_num_processes(0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, "four", 2.5, True])
+def test_check_num_processes_rejects(bad):
+    with pytest.raises(ValueError, match="num_processes"):
+        launch.check_num_processes(bad)
+
+
+def test_worker_detection(monkeypatch, not_a_worker):
+    assert not launch.is_worker() and launch.world_size() == 1 and launch.is_main_process()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert launch.is_worker() and launch.world_size() == 2 and not launch.is_main_process()
+
+
+def test_launch_command_shape(tmp_path):
+    command = launch.launch_command("stages/sft.py", ["--out", "x"], 4, CPU_CONFIG)
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    assert command[command.index("--num_processes") + 1] == "4"
+    assert command[command.index("--config_file") + 1] == str(CPU_CONFIG)
+    assert command[-3:] == ["stages/sft.py", "--out", "x"]
+    with pytest.raises(FileNotFoundError, match="accelerate config"):
+        launch.launch_command("s.py", [], 2, tmp_path / "missing.yaml")
+
+
+def test_no_relaunch_for_one_process_or_inside_a_worker(monkeypatch, not_a_worker):
+    assert launch.relaunch_if_needed(1, CPU_CONFIG, ["x.py"]) is None
+    monkeypatch.setenv("FTLLM_LAUNCHED", "1")
+    assert launch.relaunch_if_needed(2, CPU_CONFIG, ["x.py"]) is None
+
+
+WORKER = """
+import json, os, sys
+sys.path.insert(0, {src!r})
+from ftllm.train.launch import relaunch_if_needed
+# A worker calling the launcher again must train itself, never start more workers.
+assert relaunch_if_needed(2, {config!r}) is None
+import torch
+import torch.distributed as dist
+dist.init_process_group("gloo")  # rendezvous from the variables the launcher set
+rank = dist.get_rank()
+t = torch.tensor([rank + 1])
+dist.all_reduce(t)
+out = os.path.join(sys.argv[1], f"rank{{rank}}.json")
+json.dump({{"world": dist.get_world_size(), "cpu": os.environ.get("ACCELERATE_USE_CPU"), "sum": int(t.item())}}, open(out, "w"))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_relaunch_runs_two_cpu_workers(tmp_path, not_a_worker):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(src=str(ROOT / "src"), config=str(CPU_CONFIG)))
+    code = launch.relaunch_if_needed(2, CPU_CONFIG, [str(script), str(tmp_path)])
+    assert code == 0
+    reports = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
+    assert all(r == {"world": 2, "cpu": "true", "sum": 3} for r in reports)  # 1 + 2 summed over gloo
+
+
+@pytest.mark.slow
+def test_failing_workers_return_nonzero(tmp_path, not_a_worker):
+    script = tmp_path / "fail.py"
+    script.write_text("import sys; sys.exit(3)\n")
+    assert launch.relaunch_if_needed(2, CPU_CONFIG, [str(script)]) != 0
