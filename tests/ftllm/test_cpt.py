@@ -1,0 +1,163 @@
+"""cpt: packing, corpus reading, RoPE context extension, DoRA training with resume and merge."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ftllm.config import ConfigError, build
+from ftllm.io import InputError
+from ftllm.train.cpt import CPTConfig, extend_context, pack_token_ids, read_local_documents
+
+CORPUS = Path(__file__).resolve().parents[2] / "assets" / "corpus"
+
+
+def _config(**overrides) -> CPTConfig:
+    values = {"corpus": [str(CORPUS)], "context_length": 4096, "rope_theta": 40000.0, "num_processes": 1}
+    return build(CPTConfig, {**values, **overrides})
+
+
+def test_pack_concatenates_and_drops_the_tail():
+    assert pack_token_ids([[1, 2, 3], [4, 5], [6, 7, 8, 9]], 4) == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert pack_token_ids([[1, 2]], 4) == []
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="rope_theta"):
+        _config(rope_theta=None)
+    with pytest.raises(ConfigError, match="rope_scaling"):
+        _config(rope_scaling="ntk")
+    with pytest.raises(ConfigError, match="block_size"):
+        _config(block_size=8192)
+    with pytest.raises(ConfigError, match="cpt.lora_rank"):
+        build(CPTConfig, {"lora_rank": 8, "rope_scaling": "none"}, where="cpt")
+
+
+def test_local_corpus_reads_text_and_jsonl():
+    documents = read_local_documents([CORPUS])
+    assert len(documents) == 2 + 6  # two text files, six JSONL rows
+    assert any("平方完成" in d for d in documents) and any("mean value theorem" in d for d in documents)
+
+
+def test_local_corpus_errors_are_one_line(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_local_documents([tmp_path / "missing.txt"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"body": "x"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad.jsonl:1: missing required field\(s\) text"):
+        read_local_documents([bad])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no corpus files"):
+        read_local_documents([tmp_path / "empty"])
+
+
+def _llama_config(**kwargs):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=2048, rope_theta=10000.0, **kwargs)
+
+
+def test_abf_raises_the_rope_base_and_the_window():
+    model_config = _llama_config()
+    summary = extend_context(model_config, _config(context_length=16384, rope_theta=500000.0))
+    assert model_config.rope_parameters["rope_theta"] == 500000.0
+    assert model_config.max_position_embeddings == 16384
+    assert summary == {"rope_type": "default", "rope_theta": 500000.0, "max_position_embeddings": 16384}
+
+
+def test_yarn_sets_factor_over_the_original_window():
+    model_config = _llama_config()
+    extend_context(model_config, _config(context_length=16384, rope_scaling="yarn", rope_theta=None))
+    rope = model_config.rope_parameters
+    assert rope["rope_type"] == "yarn" and rope["factor"] == 8.0
+    assert rope["original_max_position_embeddings"] == 2048 and rope["rope_theta"] == 10000.0
+    assert model_config.max_position_embeddings == 16384
+
+
+def test_none_leaves_rope_alone():
+    model_config = _llama_config()
+    extend_context(model_config, _config(rope_scaling="none", rope_theta=None, context_length=512))
+    assert model_config.max_position_embeddings == 2048 and model_config.rope_parameters["rope_theta"] == 10000.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scaling", ["abf", "yarn"])
+def test_forward_pass_at_the_full_extended_context(tmp_path, scaling):
+    import torch
+
+    from ftllm.tiny import build_tiny_model
+    from ftllm.train.cpt import load_extended_model
+
+    model_dir = build_tiny_model(tmp_path / "tiny2", layers=2)
+    config = _config(context_length=16384, rope_scaling=scaling, rope_theta=500000.0 if scaling == "abf" else None,
+                     dtype="float32")
+    model, _, context = load_extended_model(model_dir, config)
+    assert context["max_position_embeddings"] == 16384
+    ids = torch.randint(0, model.config.vocab_size, (1, 16384))
+    with torch.no_grad():
+        logits = model(ids, use_cache=False, logits_to_keep=64).logits
+    assert logits.shape == (1, 64, model.config.vocab_size)
+    assert torch.isfinite(logits).all()
+
+
+def _kill_at(step):
+    """A Trainer callback that dies right after checkpoint `step` is written, like a preempted job."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise KeyboardInterrupt(f"killed at step {step}")
+
+    return Kill()
+
+
+@pytest.mark.slow
+def test_training_resumes_after_a_kill_and_merges(tiny_model, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from ftllm.models import load_model
+    from ftllm.train.cpt import train_cpt
+
+    config = _config(block_size=64, lora_r=4, lora_alpha=8.0, max_steps=4, per_device_batch_size=2,
+                     gradient_accumulation_steps=1, bf16=False, dtype="float32", save_steps=1, learning_rate=1e-3)
+    out, checkpoints = tmp_path / "cpt", tmp_path / "checkpoints"
+    with pytest.raises(KeyboardInterrupt):
+        train_cpt(config, tiny_model, out, checkpoints, callbacks=(_kill_at(2),))
+    assert (checkpoints / "checkpoint-2").is_dir() and not out.exists()
+
+    metrics_path, loss_path = tmp_path / "metrics.json", tmp_path / "loss.json"
+    metrics = train_cpt(config, tiny_model, out, checkpoints, metrics_path, loss_path)
+    assert metrics["resumed_from_step"] == 2 and metrics["steps"] == 4
+    assert metrics["tokens_seen"] == 4 * 2 * 64 and metrics["max_position_embeddings"] == 4096
+    # the history of the killed run comes back with its checkpoint, so the plot has every step
+    assert [row["step"] for row in json.loads(loss_path.read_text())] == [1, 2, 3, 4]
+    assert json.loads(metrics_path.read_text())["final_loss"] == metrics["final_loss"]
+
+    weights = load_file(out / "model.safetensors")
+    assert not any("lora" in key or "magnitude" in key for key in weights)  # merged, plain checkpoint
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["rope_parameters"]["rope_theta"] == 40000.0 and saved["max_position_embeddings"] == 4096
+    base, _ = load_model(tiny_model, dtype="float32")
+    trained, _ = load_model(out, dtype="float32")
+    name = "model.layers.0.mlp.gate_proj.weight"
+    assert not torch.equal(base.state_dict()[name], trained.state_dict()[name])
+    # resuming restored adapters, optimizer and data order: same weights as a run never killed
+    train_cpt(config, tiny_model, tmp_path / "straight", tmp_path / "straight-checkpoints")
+    straight, _ = load_model(tmp_path / "straight", dtype="float32")
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(trained.state_dict()[key], value, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_changed_config_does_not_resume_stale_checkpoints(tiny_model, tmp_path):
+    from ftllm.train.cpt import train_cpt
+
+    config = _config(block_size=64, lora_r=4, max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1,
+                     bf16=False, dtype="float32", save_steps=1, use_dora=False)
+    train_cpt(config, tiny_model, tmp_path / "a", tmp_path / "ck")
+    other = _config(block_size=32, lora_r=4, max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1,
+                    bf16=False, dtype="float32", save_steps=1, use_dora=False)
+    assert train_cpt(other, tiny_model, tmp_path / "b", tmp_path / "ck")["resumed_from_step"] == 0
