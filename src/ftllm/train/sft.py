@@ -247,8 +247,16 @@ def _hash_path(digest, path: Path) -> None:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         if file.suffix in (".json", ".jsonl", ".parquet", ".jinja", ".txt", ".model"):
             digest.update(file.read_bytes())
-        else:  # weights can be tens of GB: their size and name stand in for their bytes
-            digest.update(str(file.stat().st_size).encode())
+        else:
+            # Weights can be tens of GB: size, modification time and the first and last MiB stand in for
+            # their bytes. Size alone let a rerun resume checkpoints trained from a different input model
+            # of the same shape; a rewritten file (new mtime) now always starts afresh, the safe direction.
+            stat = file.stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+            with file.open("rb") as f:
+                digest.update(f.read(1 << 20))
+                f.seek(max(0, stat.st_size - (1 << 20)))
+                digest.update(f.read(1 << 20))
 
 
 def run_fingerprint(config: SFTConfig, model_dir: str | Path, data: str | Path) -> str:

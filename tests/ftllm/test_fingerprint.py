@@ -1,0 +1,20 @@
+"""A persisted checkpoint folder must not be resumed when the input model changed (same shape, new weights)."""
+import dataclasses
+
+from ftllm.train.sft import SFTConfig, run_fingerprint
+
+
+def test_same_size_new_weights_changes_the_fingerprint(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"\x00" * 4096)
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"problem": "p"}\n')
+    config = SFTConfig()
+    before = run_fingerprint(config, model, data)
+    assert run_fingerprint(config, model, data) == before, "the same inputs must resume"
+    weights.write_bytes(b"\x01" * 4096)  # same size, other values: what a changed upstream stage writes
+    assert run_fingerprint(config, model, data) != before
+    assert run_fingerprint(dataclasses.replace(config, learning_rate=1e-5), model, data) != before
