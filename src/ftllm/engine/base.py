@@ -1,6 +1,7 @@
 """The engine contract shared by every backend."""
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Sequence
 
@@ -34,14 +35,15 @@ def render_chat(tokenizer, conversation: Conversation, chat_template: str | None
     return [int(t) for t in ids]
 
 
-class Engine:
+class Engine(abc.ABC):
     """Backends implement `generate_ids`; `chat` and `generate` are shared."""
 
     spec: EngineSpec
     tokenizer = None
 
+    @abc.abstractmethod
     def generate_ids(self, prompts: list[list[int]], sampling: SamplingSpec) -> list[list[Completion]]:
-        raise NotImplementedError  # abstract: each backend overrides it
+        """`n` completions for each token-id prompt."""
 
     def generate(self, prompts: Sequence[str], sampling: SamplingSpec) -> list[list[Completion]]:
         """Raw text prompts (no chat template); `n` completions for each."""
