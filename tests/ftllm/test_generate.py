@@ -220,6 +220,9 @@ class ScriptedEngine(Engine):
         self.tokenizer = None
         self.calls: list[tuple[int, SamplingSpec]] = []
 
+    def generate_ids(self, prompts, sampling):
+        raise AssertionError("the stage must go through chat(), which renders the model's template")
+
     def chat(self, conversations, sampling, **kwargs):
         assert kwargs == {"reasoning_effort": "medium"}
         self.calls.append((len(conversations), sampling))
