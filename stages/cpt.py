@@ -41,17 +41,11 @@ def main(params: Path, model: Path, out: Path, corpus: tuple[Path, ...], checkpo
         if not model.exists():
             raise InputError(f"{model}: not found")
 
-    from ftllm.train.launch import relaunch_if_needed
+    from ftllm.cli import relaunched
 
     argv = [__file__, "--params", params, "--model", model, "--out", out, "--checkpoints", checkpoints,
             "--metrics", metrics, "--plot", plot] + [a for path in corpus for a in ("--corpus", path)]
-    try:
-        code = relaunch_if_needed(config.num_processes, config.accelerate_config, [str(a) for a in argv])
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
-    if code is not None:
-        if code:
-            raise click.ClickException(f"cpt workers failed with exit code {code}")
+    if relaunched("cpt", config, argv):
         return
 
     from ftllm.train.cpt import train_cpt

@@ -41,17 +41,11 @@ def main(params: Path, model: Path, data: Path, out: Path, checkpoints: Path, me
     except (ConfigError, InputError) as err:
         raise click.ClickException(str(err)) from None
 
-    from ftllm.train.launch import relaunch_if_needed
+    from ftllm.cli import relaunched
 
     argv = [__file__, "--params", params, "--model", model, "--data", data, "--out", out]
     argv += ["--checkpoints", checkpoints, "--metrics", metrics, "--plots-dir", plots_dir]
-    try:
-        code = relaunch_if_needed(config.num_processes, config.accelerate_config, [str(a) for a in argv])
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
-    if code is not None:
-        if code:
-            raise click.ClickException(f"rl workers failed with exit code {code}")
+    if relaunched("rl", config, argv):
         return
 
     from ftllm.train.rl import train_rl

@@ -39,17 +39,12 @@ def main(params: Path, model: Path, data: Path, out: Path, checkpoints: Path, me
     except (ConfigError, InputError) as err:
         raise click.ClickException(str(err)) from None
 
-    from ftllm.train.launch import is_main_process, relaunch_if_needed
+    from ftllm.cli import relaunched
+    from ftllm.train.launch import is_main_process
 
     argv = [__file__, "--params", params, "--model", model, "--data", data, "--out", out]
     argv += ["--checkpoints", checkpoints, "--metrics", metrics, "--loss-log", loss_log]
-    try:
-        code = relaunch_if_needed(config.num_processes, config.accelerate_config, [str(a) for a in argv])
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
-    if code is not None:
-        if code:
-            raise click.ClickException(f"sft workers failed with exit code {code}")
+    if relaunched("sft", config, argv):
         return
 
     from ftllm.train.sft import train_sft

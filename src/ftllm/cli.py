@@ -21,3 +21,20 @@ def one_line_errors():
         yield
     except (InputError, ConfigError) as err:
         raise click.ClickException(str(err)) from None
+
+
+def relaunched(stage: str, config, argv: list) -> bool:
+    """Hand a training stage to `accelerate launch` workers when its params want several processes.
+
+    Returns True when the workers ran (and succeeded): the caller then has nothing left to do.
+    Returns False when this process should train itself (one process, or already a worker).
+    """
+    from ftllm.train.launch import relaunch_if_needed
+
+    try:
+        code = relaunch_if_needed(config.num_processes, config.accelerate_config, [str(a) for a in argv])
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    if code:
+        raise click.ClickException(f"{stage} workers failed with exit code {code}")
+    return code is not None
