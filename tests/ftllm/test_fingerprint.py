@@ -1,7 +1,8 @@
 """A persisted checkpoint folder must not be resumed when the input model changed (same shape, new weights)."""
 import dataclasses
 
-from ftllm.train.sft import SFTConfig, run_fingerprint
+from ftllm.train.checkpoints import run_fingerprint
+from ftllm.train.sft import SFTConfig
 
 
 def test_same_size_new_weights_changes_the_fingerprint(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from ftllm.config import ConfigError, build
 from ftllm.io import InputError, write_parquet
+from ftllm.train.checkpoints import prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.sft import (
     SFTConfig,
     build_example,
@@ -14,8 +15,6 @@ from ftllm.train.sft import (
     freeze_all_but_layers,
     gradient_accumulation_steps,
     layers_to_train,
-    prepare_checkpoint_dir,
-    run_fingerprint,
     train_sft,
 )
 

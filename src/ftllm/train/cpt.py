@@ -19,15 +19,15 @@ config + model + corpus keeps a run from resuming another run's checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from ftllm.io import InputError, read_jsonl, write_json
+from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, settings_digest
 from ftllm.train.launch import check_num_processes, world_size
+from ftllm.train.trainer import loss_history, shared_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -254,34 +254,17 @@ def trainer_args(config: CPTConfig, checkpoint_dir: str | Path):
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(checkpoint_dir),
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        **shared_trainer_args(config, checkpoint_dir, config.gradient_accumulation_steps),
         num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
         weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-        bf16=config.bf16,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        report_to="none",
         remove_unused_columns=False,
     )
 
 
 def run_fingerprint(config: CPTConfig, model_dir: str | Path, corpus: list[Path] | None) -> str:
     """Hash of what determines the run (launch-only keys left out), so stale checkpoints are not resumed."""
-    digest = hashlib.sha256()
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("num_processes", "accelerate_config")}
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest = settings_digest(config)
     for file in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
         # weights can be tens of GB: their name and size stand in for their bytes
         digest.update(f"{file.name}:{file.stat().st_size}".encode())
@@ -308,7 +291,6 @@ def train_cpt(
     from transformers import Trainer, default_data_collator
 
     from ftllm.models import save_checkpoint
-    from ftllm.train.sft import loss_history, prepare_checkpoint_dir
 
     state = PartialState()
     with state.main_process_first():  # rank 0 clears a stale folder before the others look in it
@@ -344,7 +326,7 @@ def train_cpt(
         "trainable_params": trainable,
         "total_params": total,
         "runtime_s": round(runtime_s, 2),
-        "resumed_from_step": int(resume_from.rsplit("-", 1)[1]) if resume_from else 0,
+        "resumed_from_step": checkpoint_step(resume_from),
         "processes": world_size(),
     }
     if trainer.accelerator.is_main_process:

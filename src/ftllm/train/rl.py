@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from ftllm.io import InputError, read_records, write_json
+from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.launch import check_num_processes, world_size
 from ftllm.train.rewards import select_rewards
-from ftllm.train.sft import fill_template, prepare_checkpoint_dir, run_fingerprint
+from ftllm.train.sft import fill_template
 from ftllm.train.telemetry import LOSS_TYPES, TelemetryLog, group_rows, step_row
+from ftllm.train.trainer import shared_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -217,29 +219,15 @@ def gradient_accumulation_steps(config: RLConfig, processes: int) -> int:
 
 
 def _common_args(config: RLConfig, checkpoint_dir: str | Path, processes: int) -> dict:
+    """The arguments the synchronous and the async GRPO configs share."""
     return dict(
-        output_dir=str(checkpoint_dir),
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
-        max_steps=config.max_steps,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps(config, processes),
+        **shared_trainer_args(config, checkpoint_dir, gradient_accumulation_steps(config, processes)),
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         top_p=config.top_p,
         epsilon=config.epsilon,
         epsilon_high=config.epsilon_high,
-        bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        report_to="none",
     )
 
 
@@ -431,7 +419,7 @@ def train_rl(
     telemetry = TelemetryLog()
     if resume_from:  # the plots continue from what the checkpoint had seen
         telemetry = TelemetryLog.load(Path(resume_from) / TELEMETRY_DIR)
-        telemetry.truncate(_step_of(resume_from))
+        telemetry.truncate(checkpoint_step(resume_from))
     callbacks = [make_telemetry_callback(telemetry, plots_dir), *callbacks]
     trainer = _build_trainer(config, model_dir, examples, args, telemetry, callbacks)
 
@@ -446,7 +434,7 @@ def train_rl(
         "mode": config.mode,
         "loss_type": config.loss_type,
         "steps": trainer.state.global_step,
-        "resumed_from_step": _step_of(resume_from),
+        "resumed_from_step": checkpoint_step(resume_from),
         "train_loss": result.training_loss,
         "reward_first": steps[0].get("reward_mean") if steps else None,
         "reward_last": steps[-1].get("reward_mean") if steps else None,
@@ -471,7 +459,3 @@ def train_rl(
 def _mean(values) -> float | None:
     kept = [v for v in values if v is not None]
     return sum(kept) / len(kept) if kept else None
-
-
-def _step_of(checkpoint: str | None) -> int:
-    return int(str(checkpoint).rsplit("-", 1)[1]) if checkpoint else 0

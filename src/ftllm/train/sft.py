@@ -20,7 +20,6 @@ a run that was made from other inputs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import logging
@@ -31,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from ftllm.io import InputError, read_records, write_json
+from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.launch import check_num_processes, world_size
+from ftllm.train.trainer import loss_history, shared_trainer_args
 
 log = logging.getLogger(__name__)
 
 REASONING_MODES = ("field", "inline", "drop")
-FINGERPRINT_FILE = "run_fingerprint.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,98 +203,26 @@ def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int):
     """TRL SFTConfig for this run."""
     from trl import SFTConfig as TRLSFTConfig
 
+    accumulation = gradient_accumulation_steps(config.global_batch_size, config.per_device_batch_size, processes)
     scheduler_kwargs = {"min_lr_rate": config.min_lr_rate} if config.lr_scheduler_type == "cosine_with_min_lr" else {}
     return TRLSFTConfig(
-        output_dir=str(checkpoint_dir),
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
+        **shared_trainer_args(config, checkpoint_dir, accumulation),
         lr_scheduler_kwargs=scheduler_kwargs,
-        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
         num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
         weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps(
-            config.global_batch_size, config.per_device_batch_size, processes
-        ),
         max_length=config.max_length,
         packing=config.packing,
         completion_only_loss=True,
         eos_token=config.eos_token,
-        gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         use_liger_kernel=config.use_liger_kernel and liger_available(),
-        bf16=config.bf16,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
         include_num_input_tokens_seen="non_padding",
         dataset_num_proc=config.dataset_num_proc,
-        report_to="none",
     )
 
 
 # ---------------------------------------------------------------------------
-# Resume: a checkpoint folder belongs to one (config, data, model) triple
-
-
-def _hash_path(digest, path: Path) -> None:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        if file.suffix in (".json", ".jsonl", ".parquet", ".jinja", ".txt", ".model"):
-            digest.update(file.read_bytes())
-        else:
-            # Weights can be tens of GB: size, modification time and the first and last MiB stand in for
-            # their bytes. Size alone let a rerun resume checkpoints trained from a different input model
-            # of the same shape; a rewritten file (new mtime) now always starts afresh, the safe direction.
-            stat = file.stat()
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-            with file.open("rb") as f:
-                digest.update(f.read(1 << 20))
-                f.seek(max(0, stat.st_size - (1 << 20)))
-                digest.update(f.read(1 << 20))
-
-
-def run_fingerprint(config: SFTConfig, model_dir: str | Path, data: str | Path) -> str:
-    """Hash of what determines the training run; launch-only keys are left out."""
-    digest = hashlib.sha256()
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("num_processes", "accelerate_config")}
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    _hash_path(digest, Path(model_dir))
-    _hash_path(digest, Path(data))
-    return digest.hexdigest()
-
-
-def prepare_checkpoint_dir(checkpoint_dir: str | Path, fingerprint: str, is_main: bool = True) -> str | None:
-    """Return the checkpoint to resume from; the main process first clears another run's checkpoints."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = Path(checkpoint_dir)
-    record = folder / FINGERPRINT_FILE
-    if is_main:
-        if folder.is_dir() and (not record.exists() or json.loads(record.read_text())["fingerprint"] != fingerprint):
-            log.info("%s holds checkpoints of another run: starting afresh", folder)
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"fingerprint": fingerprint}))
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-
-
-# ---------------------------------------------------------------------------
 # The stage
-
-
-def loss_history(log_history: list[dict]) -> list[dict]:
-    """Per-step training loss records for the DVC plot."""
-    return [
-        {"step": entry["step"], "loss": entry["loss"], "learning_rate": entry.get("learning_rate")}
-        for entry in log_history
-        if "loss" in entry and "step" in entry
-    ]
 
 
 def train_sft(
@@ -353,7 +281,7 @@ def train_sft(
         "steps": trainer.state.global_step,
         "tokens": trainer.state.num_input_tokens_seen,
         "runtime_s": round(runtime_s, 2),
-        "resumed_from_step": _step_of(resume_from),
+        "resumed_from_step": checkpoint_step(resume_from),
         "trainable_params": trainable,
         "processes": processes,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
@@ -374,7 +302,3 @@ def train_sft(
                 shutil.rmtree(folder)
     trainer.accelerator.wait_for_everyone()
     return metrics
-
-
-def _step_of(checkpoint: str | None) -> int:
-    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0

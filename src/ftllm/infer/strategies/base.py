@@ -50,6 +50,25 @@ def vote_problems(samples: list[list[Completion]], rows: list[dict], config=None
     return vote_many(ballots, **_vote_options(config))
 
 
+def voted_results(
+    samples: list[list[Completion]], tokens: list[int], problems: list[dict], config, watch: Stopwatch,
+    details: list[dict],
+) -> list[StrategyResult]:
+    """Vote each problem's final samples and return its result; `details[i]` joins the vote in `info`.
+
+    The vote runs once for all problems, so its wall time is split over all of them.
+    """
+    start = watch.clock()
+    votes = vote_problems(samples, problems, config)
+    watch.charge(list(range(len(problems))), start)
+    return [
+        StrategyResult(
+            votes[i].output or EMPTY_OUTPUT, samples[i], tokens[i], watch.seconds[i], {"vote": votes[i], **details[i]}
+        )
+        for i in range(len(problems))
+    ]
+
+
 def _vote_options(config) -> dict:
     """Parse workers and timeout from the predict config, when it has them."""
     options = {}
@@ -106,3 +125,26 @@ def group_by_budget(items: list, remaining: list[int], total: int, buckets: int 
         key = left - left % step if left >= step else 1 << (left.bit_length() - 1)
         groups.setdefault(key, []).append(item)
     return groups
+
+
+def continue_traces(engine, traces: list, prompt_of, sampling, total: int, seed: int | None, take, watch=None) -> None:
+    """Continue every trace by at most its remaining tokens, one `engine.generate` call per budget group.
+
+    A trace has `problem` (its row) and `tokens` (spent so far out of `total`); `prompt_of(trace)`
+    is the text it continues from and `take(trace, completion)` adds the continuation to it.
+    With `watch`, each call's wall time is charged to the problems in that call; a caller that
+    times a whole round itself passes none.
+    """
+    remaining = [total - trace.tokens for trace in traces]
+    for budget, group in group_by_budget(traces, remaining, total).items():
+        start = watch.clock() if watch is not None else 0.0
+        more = dataclasses.replace(sampling, n=1, max_new_tokens=budget, seed=seed)
+        for trace, (completion,) in zip(group, engine.generate([prompt_of(trace) for trace in group], more)):
+            take(trace, completion)
+        if watch is not None:
+            watch.charge(sorted({trace.problem for trace in group}), start)
+
+
+def round_seed(config, step: int) -> int | None:
+    """The sampling seed of continuation round `step` (1, 2, ...): each round draws new samples, reproducibly."""
+    return None if config.sampling.seed is None else config.sampling.seed + step

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, Stopwatch, problem_chat, vote_problems
+from ftllm.infer.strategies.base import StrategyResult, Stopwatch, problem_chat, round_seed, voted_results
 
 AGGREGATION_PROMPT = (
     "{problem}\n\n"
@@ -92,8 +92,7 @@ def run_rsa(engine, problems: list[dict], config) -> list[StrategyResult]:
             for _ in range(rsa.population):
                 prompts.append(aggregation_chat(chats[i], rng.sample(texts, rsa.subset), rsa))
                 owners.append(i)
-        if config.sampling.seed is not None:
-            one = dataclasses.replace(one, seed=config.sampling.seed + loop + 1)
+        one = dataclasses.replace(one, seed=round_seed(config, loop + 1))
         start = watch.clock()
         outs = engine.chat(prompts, one, **template_kwargs)
         watch.charge(everyone, start)
@@ -102,13 +101,4 @@ def run_rsa(engine, problems: list[dict], config) -> list[StrategyResult]:
             population[i].extend(completions)
             tokens[i] += sum(c.num_tokens for c in completions)
 
-    start = watch.clock()
-    votes = vote_problems(population, problems, config)
-    watch.charge(everyone, start)
-    return [
-        StrategyResult(
-            votes[i].output or EMPTY_OUTPUT, population[i], tokens[i], watch.seconds[i],
-            {"vote": votes[i], "loops": rsa.loops},
-        )
-        for i in range(len(problems))
-    ]
+    return voted_results(population, tokens, problems, config, watch, [{"loops": rsa.loops}] * len(problems))

@@ -21,7 +21,7 @@ import dataclasses
 
 from ftllm.engine import Completion
 from ftllm.infer.strategies.base import (
-    EMPTY_OUTPUT, StrategyResult, Stopwatch, group_by_budget, problem_chat, render_text, vote_problems,
+    StrategyResult, Stopwatch, continue_traces, problem_chat, render_text, round_seed, voted_results,
 )
 
 
@@ -83,16 +83,10 @@ def run_s1(engine, problems: list[dict], config) -> list[StrategyResult]:
         for t in going:
             t.ignores += 1
             t.thinking += s1.wait
-        left = [s1.max_thinking_tokens - t.tokens for t in going]
-        for budget, group in group_by_budget(going, left, s1.max_thinking_tokens).items():
-            start = watch.clock()
-            more = dataclasses.replace(think, n=1, max_new_tokens=budget, seed=_seed(config, step))
-            outs = engine.generate([prefixes[t.problem] + t.thinking for t in group], more)
-            for t, (c,) in zip(group, outs):
-                t.thinking += c.text
-                t.tokens += c.num_tokens
-                t.open = c.finish_reason == "stop"
-            watch.charge(sorted({t.problem for t in group}), start)
+        continue_traces(
+            engine, going, lambda t: prefixes[t.problem] + t.thinking, think, s1.max_thinking_tokens,
+            round_seed(config, step + 1), _add_thinking, watch,
+        )
 
     start = watch.clock()
     answer = dataclasses.replace(
@@ -106,8 +100,10 @@ def run_s1(engine, problems: list[dict], config) -> list[StrategyResult]:
     return _results(traces, problems, config, watch)
 
 
-def _seed(config, step: int) -> int | None:
-    return None if config.sampling.seed is None else config.sampling.seed + step + 1
+def _add_thinking(trace: _Trace, completion: Completion) -> None:
+    trace.thinking += completion.text
+    trace.tokens += completion.num_tokens
+    trace.open = completion.finish_reason == "stop"  # stopped on the end of thinking, not out of budget
 
 
 def _results(traces: list[_Trace], problems: list[dict], config, watch: Stopwatch) -> list[StrategyResult]:
@@ -119,16 +115,10 @@ def _results(traces: list[_Trace], problems: list[dict], config, watch: Stopwatc
         # the whole trace: extraction takes the rightmost answer, so the forced answer wins and a
         # box in the thinking is the fallback when the answer has none
         text = t.thinking + answer_start + t.answer.text
-        samples[t.problem].append(Completion(text, t.tokens, t.answer.cumulative_logprob, t.answer.finish_reason))
+        samples[t.problem].append(Completion(
+            text=text, num_tokens=t.tokens, cumulative_logprob=t.answer.cumulative_logprob,
+            finish_reason=t.answer.finish_reason,
+        ))
         tokens[t.problem] += t.tokens
         ignores[t.problem] += t.ignores
-    start = watch.clock()
-    votes = vote_problems(samples, problems, config)
-    watch.charge(list(range(len(problems))), start)
-    return [
-        StrategyResult(
-            votes[i].output or EMPTY_OUTPUT, samples[i], tokens[i], watch.seconds[i],
-            {"vote": votes[i], "ignores": ignores[i]},
-        )
-        for i in range(len(problems))
-    ]
+    return voted_results(samples, tokens, problems, config, watch, [{"ignores": n} for n in ignores])

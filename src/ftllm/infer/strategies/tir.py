@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ftllm.engine import Completion
 from ftllm.infer.sandbox import SandboxLimits, run_code
 from ftllm.infer.strategies.base import (
-    EMPTY_OUTPUT, StrategyResult, Stopwatch, group_by_budget, problem_chat, render_text, vote_problems,
+    StrategyResult, Stopwatch, continue_traces, problem_chat, render_text, round_seed, voted_results,
 )
 
 INSTRUCTION = (
@@ -127,11 +127,10 @@ def run_tir(engine, problems: list[dict], config) -> list[StrategyResult]:
                 watch.charge(sorted({t.problem for t in waiting}), start)
                 break
             step += 1
-            groups = group_by_budget(going, [budget - t.tokens for t in going], budget)
-            for remaining, group in groups.items():
-                more = dataclasses.replace(sampling, n=1, max_new_tokens=remaining, seed=_seed(config, step))
-                for t, (c,) in zip(group, engine.generate([prefixes[t.problem] + t.text for t in group], more)):
-                    _take(t, c, tir, budget)
+            continue_traces(
+                engine, going, lambda t: prefixes[t.problem] + t.text, sampling, budget, round_seed(config, step),
+                lambda t, c: _take(t, c, tir, budget),
+            )  # no watch: the round, sandbox runs included, is charged as a whole below
             watch.charge(sorted({t.problem for t in waiting + going}), start)
     return _results(traces, problems, config, watch)
 
@@ -156,26 +155,15 @@ def _take(trace: _Trace, completion: Completion, tir: TIRConfig, budget: int) ->
         trace.text, trace.done = text, True
 
 
-def _seed(config, step: int) -> int | None:
-    return None if config.sampling.seed is None else config.sampling.seed + step
-
-
 def _results(traces: list[_Trace], problems: list[dict], config, watch: Stopwatch) -> list[StrategyResult]:
     samples: list[list[Completion]] = [[] for _ in problems]
     tokens = [0] * len(problems)
     calls = [0] * len(problems)
     for t in traces:
-        logprob = t.last.cumulative_logprob if t.last else None
-        samples[t.problem].append(Completion(t.text, t.tokens, logprob, t.last.finish_reason if t.last else "stop"))
+        samples[t.problem].append(Completion(
+            text=t.text, num_tokens=t.tokens, cumulative_logprob=t.last.cumulative_logprob if t.last else None,
+            finish_reason=t.last.finish_reason if t.last else "stop",
+        ))
         tokens[t.problem] += t.tokens
         calls[t.problem] += t.calls
-    start = watch.clock()
-    votes = vote_problems(samples, problems, config)
-    watch.charge(list(range(len(problems))), start)
-    return [
-        StrategyResult(
-            votes[i].output or EMPTY_OUTPUT, samples[i], tokens[i], watch.seconds[i],
-            {"vote": votes[i], "code_calls": calls[i]},
-        )
-        for i in range(len(problems))
-    ]
+    return voted_results(samples, tokens, problems, config, watch, [{"code_calls": n} for n in calls])
