@@ -36,6 +36,19 @@ def test_hf_chat_shapes_and_seeded_reproducibility(hf_engine):
 
 
 @pytest.mark.slow
+def test_hf_score_ids_matches_sampling_logprobs_and_reports_finished(hf_engine):
+    prompts = hf_engine.render_chats(CONVERSATIONS)
+    finished = []
+    outs = hf_engine.generate_ids(prompts, SamplingSpec(n=2, temperature=1.0, max_new_tokens=6, seed=3),
+                                  on_finished=finished.append)
+    assert [[c.text for c in cs] for cs in finished] == [[c.text for c in cs] for cs in outs]
+    flat = [(prompts[i], c) for i, cs in enumerate(outs) for c in cs]
+    scores = hf_engine.score_ids([p for p, _ in flat], [c.token_ids for _, c in flat])
+    assert scores == pytest.approx([c.cumulative_logprob for _, c in flat], abs=1e-3)
+    assert hf_engine.score_ids([[1, 2]], [[]]) == [None]
+
+
+@pytest.mark.slow
 def test_hf_greedy_is_deterministic_and_raw_generate_works(hf_engine):
     greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=6)
     a = hf_engine.chat(CONVERSATIONS, greedy)
@@ -51,8 +64,19 @@ def test_vllm_matches_the_interface_and_hf_greedy(tiny_model, hf_engine):
     pytest.importorskip("vllm")
     spec = EngineSpec(model=str(tiny_model), backend="vllm", dtype="float32", max_model_len=512, enforce_eager=True)
     with make_engine(spec) as engine:
-        outs = engine.chat(CONVERSATIONS, SamplingSpec(n=3, temperature=1.0, max_new_tokens=8, seed=5))
+        finished = []
+        sampling = SamplingSpec(n=3, temperature=1.0, max_new_tokens=8, seed=5, logprobs=True)
+        outs = engine.generate_ids(engine.render_chats(CONVERSATIONS), sampling, on_finished=finished.append)
         _check_shape(outs, 3, 8)
+        # every prompt reported once, as it finished, with the same completions generate_ids returns
+        assert sorted([c.text for c in cs] for cs in finished) == sorted([c.text for c in cs] for cs in outs)
+        # one prefill pass re-scores what was sampled: the same summed logprob
+        prompts = engine.render_chats(CONVERSATIONS)
+        flat = [(prompts[i], c) for i, cs in enumerate(outs) for c in cs]
+        scores = engine.score_ids([p for p, _ in flat], [c.token_ids for _, c in flat])
+        assert scores == pytest.approx([c.cumulative_logprob for _, c in flat], abs=1e-3)
+        plain = engine.chat(CONVERSATIONS, SamplingSpec(n=2, max_new_tokens=4, seed=5))
+        assert all(c.cumulative_logprob is None for cs in plain for c in cs)  # logprobs cost: only when asked
         greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=4)
         vllm_ids = [engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2] for p in engine.chat(CONVERSATIONS, greedy)]
     hf_ids = [hf_engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2] for p in hf_engine.chat(CONVERSATIONS, greedy)]

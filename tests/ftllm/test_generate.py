@@ -220,7 +220,7 @@ class ScriptedEngine(Engine):
         self.tokenizer = None
         self.calls: list[tuple[int, SamplingSpec]] = []
 
-    def generate_ids(self, prompts, sampling):
+    def generate_ids(self, prompts, sampling, on_finished=None):
         raise AssertionError("the stage must go through chat(), which renders the model's template")
 
     def chat(self, conversations, sampling, **kwargs):

@@ -1,4 +1,5 @@
 """Predict library: prompt building, the sc strategy with a scripted engine, output files, config checks."""
+import dataclasses
 import json
 
 import pytest
@@ -15,14 +16,29 @@ def _config(**kw):
 
 
 class ScriptedEngine:
-    """Answers each problem with canned samples; records the calls it received."""
+    """Answers each problem with canned samples; records the calls it received.
 
-    def __init__(self, answers):
-        self.answers, self.calls = answers, []
+    Its "token ids" are the problems' texts; `scores` (sample text -> logprob) answers `score_ids`.
+    """
 
-    def chat(self, conversations, sampling, **kwargs):
-        self.calls.append((conversations, sampling, kwargs))
-        return [[Completion(t, 5, -float(j), "stop") for j, t in enumerate(self.answers[c[-1]["content"]])] for c in conversations]
+    def __init__(self, answers, logprobs=True, scores=None):
+        self.answers, self.calls, self.logprobs, self.scores, self.scored = answers, [], logprobs, scores or {}, []
+
+    def render_chats(self, conversations, **kwargs):
+        self.template_kwargs = kwargs
+        return [c[-1]["content"] for c in conversations]
+
+    def generate_ids(self, prompts, sampling, on_finished=None):
+        self.calls.append((prompts, sampling, self.template_kwargs))
+        outs = [[Completion(t, 5, -float(j) if self.logprobs else None, "stop", token_ids=[j])
+                 for j, t in enumerate(self.answers[p])] for p in prompts]
+        for cs in reversed(outs) if on_finished else ():  # finishing order is not prompt order
+            on_finished(cs)
+        return outs
+
+    def score_ids(self, prompts, continuations):
+        self.scored.append(len(prompts))
+        return [self.scores.get(self.answers[p][c[0]]) for p, c in zip(prompts, continuations)]
 
 
 def test_conversation_keeps_latex_braces():
@@ -45,6 +61,19 @@ def test_sc_samples_once_and_votes_each_problem():
     assert records[0] == {"id": 1, "sample": 0, "text": "\\boxed{2}", "num_tokens": 5, "logprob": -0.0,
                           "finish_reason": "stop", "answer": "$2$", "class_index": 1, "class_size": 1}
     assert [r["class_index"] for r in records[3:]] == [1, 0, 0]  # strict: 2(x+1) is its own class
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sc_breaks_ties_by_scoring_only_the_tied_samples(workers):
+    answers = {"tie": ["\\boxed{2}", "\\boxed{3}", "\\boxed{7}"], "clear": ["\\boxed{5}", "\\boxed{5}", "\\boxed{4}"]}
+    config = dataclasses.replace(_config(), parse_workers=workers)
+    engine = ScriptedEngine(answers, logprobs=False, scores={"\\boxed{2}": -9.0, "\\boxed{3}": -1.0, "\\boxed{7}": -5.0})
+    results = run_sc(engine, [{"id": 1, "problem": "tie"}, {"id": 2, "problem": "clear"}], config)
+    assert [r.output for r in results] == ["\\boxed{3}", "\\boxed{5}"]  # the best-scored of three singletons
+    assert engine.scored == [3]  # one scoring pass, for the tied problem's samples only
+    assert [c.cumulative_logprob for c in results[0].samples] == [-9.0, -1.0, -5.0]
+    unscorable = ScriptedEngine(answers, logprobs=False)
+    assert run_sc(unscorable, [{"id": 1, "problem": "tie"}], config)[0].output == "\\boxed{2}"  # first appearance
 
 
 def test_strategy_registry():

@@ -4,9 +4,10 @@ import time
 
 import pytest
 
-from ftllm.grade import answers_match
-from ftllm.infer.pool import run_guarded
-from ftllm.infer.vote import Ballot, canonical_spelling, raw_box, tally, vote, vote_many
+from ftllm.grade import answer_text, answers_match
+from ftllm.infer.pool import GuardedPool, run_guarded
+from ftllm.infer.vote import (Ballot, StreamingParser, canonical_spelling, raw_box, rerank, surely_different, tally,
+                              tied_for_first, vote, vote_many)
 
 
 def test_equivalent_spellings_form_one_class():
@@ -51,6 +52,56 @@ def test_vote_many_matches_single_votes():
     many = vote_many(ballots, workers=2)
     assert [v.output for v in many] == ["\\boxed{2}", "\\boxed{x}"]
     assert tally(["$1$", None], [None, None], ["", ""], "soft", exact=True).output == "\\boxed{1}"
+
+
+@pytest.mark.parametrize("a, b, different", [
+    ("$3$", "$4$", True),
+    ("$\\pi$", "$3$", True),
+    ("$0.33$", "$0.35$", True),
+    ("$\\sqrt{8}$", "$2\\sqrt{2}$", False),  # equal value: strict may still split them, so compare properly
+    ("$\\frac{1}{3}$", "$0.333$", False),  # the grader's rounding fallback can equate these
+    ("$0.3$", "$\\frac{1}{3}$", False),
+    ("$30^\\circ$", "$\\frac{\\pi}{6}$", False),  # degrees -> radians
+    ("$1\\pm\\sqrt{2}$", "$1$", False),
+    ("$2i$", "$2$", False),  # a symbol (the imaginary unit under complex)
+    ("$x=2$", "$3$", False),
+    ("$1, 2$", "$1$", False),
+])
+def test_surely_different_only_for_plain_numbers(a, b, different):
+    assert surely_different(a, b) is different
+    if different:  # the shortcut never contradicts the grader's own comparison, in any method
+        assert not any(answers_match(a, b, m) or answers_match(b, a, m) for m in ("soft", "strict", "complex"))
+
+
+def test_streaming_parser_feeds_the_vote():
+    texts = ["\\boxed{1/2}", "\\boxed{0.5}", "\\boxed{3}"]
+    with StreamingParser(workers=2, timeout_s=5) as parser:
+        parser.submit(texts[:2])
+        parser.submit(texts[2:])
+        parsed = parser.answers()
+    assert parsed == {t: answer_text(t) for t in texts}
+    streamed = vote_many([Ballot(texts)], workers=1, parsed=parsed)[0]
+    assert streamed.output == vote(texts, workers=1).output and streamed.classes[0].size == 2
+
+
+def test_rerank_breaks_a_tie_without_reclustering():
+    texts = ["\\boxed{3}", "\\boxed{4}", "\\boxed{5}", "\\boxed{5}", "\\boxed{4}"]
+    v = vote(texts, workers=0)
+    assert v.output == "\\boxed{4}" and sorted(tied_for_first(v)) == [1, 2, 3, 4]
+    better = rerank(v, [None, -3.0, -1.0, -1.0, -3.0], texts)
+    assert better.output == "\\boxed{5}" and [c.size for c in better.classes] == [2, 2, 1]
+    assert better.labels == [2, 1, 0, 0, 1] and tied_for_first(vote(texts[:4], workers=0)) == []
+
+
+def test_guarded_pool_takes_tasks_from_another_thread_while_busy():
+    import threading
+
+    with GuardedPool(_sleepy, workers=2, hard_timeout_s=1.5) as pool:
+        feeder = threading.Thread(target=lambda: [pool.submit(x, (x,)) for x in ("a", "hang", "b", "a")])
+        feeder.start()
+        feeder.join()
+        pool.submit("c", ("c",))
+        assert pool.results() == {"a": "A", "hang": None, "b": "B", "c": "C"}  # "a" twice: run once
 
 
 def _sleepy(x):

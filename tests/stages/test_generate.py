@@ -173,6 +173,6 @@ def test_stage_vllm_backend(tmp_path, tiny_model):
     assert proc.returncode == 0, err.decode()[-3000:]
     rows = all_rows(out)
     assert {r["id"] for r in rows} == expected_ids(values)
-    assert all(1 <= r["num_tokens"] <= 12 and r["cumulative_logprob"] is not None for r in rows)
+    assert all(1 <= r["num_tokens"] <= 12 and "cumulative_logprob" in r for r in rows)
     metrics = json.loads((out.parent / "m.json").read_text(encoding="utf-8"))
     assert metrics["samples"] == 16 and metrics["shards_done"] == 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ftllm.config import EngineSpec, SamplingSpec
 
@@ -18,6 +18,12 @@ class Completion:
     num_tokens: int
     cumulative_logprob: float | None = None  # sum of the sampled tokens' log-probabilities
     finish_reason: str = "stop"  # stop | length
+    token_ids: list[int] | None = None  # the sampled tokens, when the backend reports them (for `score_ids`)
+
+
+# Called with one prompt's completions as soon as they are all done, in finishing order: work on
+# early finishers (parsing answers) overlaps generation of the rest.
+OnFinished = Callable[[list[Completion]], None]
 
 
 def render_chat(tokenizer, conversation: Conversation, chat_template: str | None = None, **template_kwargs) -> list[int]:
@@ -36,14 +42,32 @@ def render_chat(tokenizer, conversation: Conversation, chat_template: str | None
 
 
 class Engine(abc.ABC):
-    """Backends implement `generate_ids`; `chat` and `generate` are shared."""
+    """Backends implement `generate_ids` (and, if they can, `score_ids`); `chat` and `generate` are shared."""
 
     spec: EngineSpec
     tokenizer = None
 
     @abc.abstractmethod
-    def generate_ids(self, prompts: list[list[int]], sampling: SamplingSpec) -> list[list[Completion]]:
-        """`n` completions for each token-id prompt."""
+    def generate_ids(
+        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None
+    ) -> list[list[Completion]]:
+        """`n` completions for each token-id prompt; `on_finished` sees each prompt's as soon as they are done."""
+
+    def score_ids(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float | None]:
+        """Summed log-probability of each continuation after its prompt (one prefill, no sampling).
+
+        None where the backend cannot tell. Voting asks for it only to break ties, so sampling
+        need not pay for per-token log-probabilities on every sample.
+        """
+        return [None] * len(prompts)
+
+    def render_chats(self, conversations: Sequence[Conversation], **template_kwargs) -> list[list[int]]:
+        """Token ids of each conversation under the model's (or the configured) chat template."""
+        template = None
+        if self.spec.chat_template:
+            with open(self.spec.chat_template, encoding="utf-8") as f:
+                template = f.read()
+        return [render_chat(self.tokenizer, c, template, **template_kwargs) for c in conversations]
 
     def generate(self, prompts: Sequence[str], sampling: SamplingSpec) -> list[list[Completion]]:
         """Raw text prompts (no chat template); `n` completions for each."""
@@ -54,12 +78,7 @@ class Engine(abc.ABC):
         self, conversations: Sequence[Conversation], sampling: SamplingSpec, **template_kwargs
     ) -> list[list[Completion]]:
         """Chat conversations rendered with the model's template; `n` completions for each."""
-        template = None
-        if self.spec.chat_template:
-            with open(self.spec.chat_template, encoding="utf-8") as f:
-                template = f.read()
-        ids = [render_chat(self.tokenizer, c, template, **template_kwargs) for c in conversations]
-        return self.generate_ids(ids, sampling)
+        return self.generate_ids(self.render_chats(conversations, **template_kwargs), sampling)
 
     def close(self) -> None:
         """Release the model (GPU memory, worker processes)."""

@@ -5,7 +5,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine
+from ftllm.engine.base import Completion, Engine, OnFinished
 
 
 class HFEngine(Engine):
@@ -20,14 +20,33 @@ class HFEngine(Engine):
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     @torch.inference_mode()
-    def generate_ids(self, prompts: list[list[int]], sampling: SamplingSpec) -> list[list[Completion]]:
+    def generate_ids(
+        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None
+    ) -> list[list[Completion]]:
         seed = sampling.seed if sampling.seed is not None else self.spec.seed
         torch.manual_seed(seed)
         results: list[list[Completion]] = []
         step = max(1, self.spec.batch_size)
         for start in tqdm(range(0, len(prompts), step), desc="hf generate", disable=len(prompts) <= step):
-            results.extend(self._batch(prompts[start : start + step], sampling))
+            batch = self._batch(prompts[start : start + step], sampling)
+            for completions in batch if on_finished else ():
+                on_finished(completions)
+            results.extend(batch)
         return results
+
+    @torch.inference_mode()
+    def score_ids(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float | None]:
+        """A forward pass over prompt + continuation; the continuation tokens' log-probabilities summed."""
+        scores: list[float | None] = []
+        for prompt, continuation in zip(prompts, continuations):
+            if not continuation:
+                scores.append(None)
+                continue
+            ids = torch.tensor([prompt + continuation], device=self.model.device)
+            logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+            picked = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(prompt) :, None])
+            scores.append(float(picked.sum()))
+        return scores
 
     def _batch(self, prompts: list[list[int]], sampling: SamplingSpec) -> list[list[Completion]]:
         pad = self.tokenizer.pad_token_id
@@ -41,15 +60,16 @@ class HFEngine(Engine):
             num_return_sequences=sampling.n,
             pad_token_id=pad,
             return_dict_in_generate=True,
-            output_scores=True,
+            output_logits=True,  # raw logits: logprobs of the model itself, as vLLM reports them
         )
         if do_sample:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+            # no top-k unless asked (vLLM's default; transformers would otherwise apply top_k=50)
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         new_tokens = out.sequences[:, width:]
-        scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        scores = self.model.compute_transition_scores(out.sequences, out.logits, normalize_logits=True)
         eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
         completions = []
         for row, row_scores in zip(new_tokens.tolist(), scores):
@@ -66,7 +86,7 @@ class HFEngine(Engine):
             text = self.tokenizer.decode(ids, skip_special_tokens=sampling.skip_special_tokens)
             text, stopped = _cut_at_stop(text, sampling.stop)
             logprob = float(row_scores[: len(ids)].float().sum()) if ids else 0.0
-            completions.append(Completion(text, len(ids), logprob, "stop" if stopped else finish))
+            completions.append(Completion(text, len(ids), logprob, "stop" if stopped else finish, token_ids=ids))
         n = sampling.n
         return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
 

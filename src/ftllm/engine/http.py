@@ -2,8 +2,7 @@
 
 Prompts are rendered to token ids locally with the model's own tokenizer (the same
 ids every backend sees) and sent as token-id prompts to `/v1/completions`, one request
-per prompt carrying `n`, with `logprobs` so the sampled tokens' log-probabilities give
-`cumulative_logprob`.
+per prompt carrying `n` (and `logprobs` when `sampling.logprobs` asks for `cumulative_logprob`).
 
 Requests run in a thread pool of `spec.max_concurrency`; a failed request (connection
 error, timeout after `spec.request_timeout_s`, HTTP 408/409/429/5xx) is retried up to
@@ -16,12 +15,12 @@ import logging
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm.auto import tqdm
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine
+from ftllm.engine.base import Completion, Engine, OnFinished
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +56,26 @@ class HTTPEngine(Engine):
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_new_tokens,
-            "logprobs": 1,  # token_logprobs then holds the sampled tokens' log-probabilities
             "skip_special_tokens": sampling.skip_special_tokens,  # vLLM extension
         }
+        if sampling.logprobs:
+            body["logprobs"] = 1  # token_logprobs then holds the sampled tokens' log-probabilities
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
         return body
 
-    def generate_ids(self, prompts: list[list[int]], sampling: SamplingSpec) -> list[list[Completion]]:
+    def generate_ids(
+        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None
+    ) -> list[list[Completion]]:
         workers = max(1, min(self.spec.max_concurrency, len(prompts)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(self._complete, p, sampling) for p in prompts]
-            return [f.result() for f in tqdm(futures, desc="http generate", disable=len(prompts) < 8)]
+            for future in tqdm(as_completed(futures), total=len(futures), desc="http generate", disable=len(prompts) < 8):
+                if on_finished:
+                    on_finished(future.result())
+            return [f.result() for f in futures]
 
     def _complete(self, prompt: list[int], sampling: SamplingSpec) -> list[Completion]:
         data = self._post(self.request_body(prompt, sampling))

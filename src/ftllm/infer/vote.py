@@ -6,9 +6,15 @@
    representative it matches *in both directions* under the problem's `evaluation_method`
    (Math-Verify is not symmetric, and a vote must not merge what the grader would split).
 3. The largest class wins; ties go to the larger summed log-probability, then to first appearance.
+   (Sampling skips per-token logprobs by default; `ftllm.infer.predict.break_ties` scores just the
+   tied samples afterwards and calls `rerank`.)
 4. `output` is `\\boxed{answer}` with the class's most frequent spelling (the shortest on a tie),
    never the reasoning. If no sample parses, `output` boxes the most common raw `\\boxed{}`
    content among the samples (first on a tie), or is `\\boxed{}` when there is none.
+
+Parsing can start before voting: `StreamingParser` takes each problem's samples as generation
+finishes them, and `vote_many(..., parsed=...)` then only clusters. Pairs of plain numbers of
+different value skip Math-Verify (`surely_different`).
 
     v = vote(["... \\boxed{1/2}", "... \\boxed{0.5}", "... \\boxed{3}"])
     v.output  # '\\boxed{1/2}'  (class of size 2)
@@ -16,13 +22,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 import time
 from collections import Counter
 from typing import Sequence
 
-from ftllm.grade import answer_text, answers_match
+import sympy
+
+from ftllm.grade import answer_text, answers_match, extract_answer
 from ftllm.grade.clean import boxed_spans
-from ftllm.infer.pool import run_guarded
+from ftllm.infer.pool import GuardedPool, run_guarded
 
 
 @dataclasses.dataclass
@@ -70,15 +80,26 @@ def vote(
 
 
 def vote_many(
-    ballots: Sequence[Ballot], workers: int = 2, timeout_s: int = 5, cluster_timeout_s: float = 300.0, progress: bool = False
+    ballots: Sequence[Ballot],
+    workers: int = 2,
+    timeout_s: int = 5,
+    cluster_timeout_s: float = 300.0,
+    progress: bool = False,
+    parsed: dict[str, str | None] | None = None,
 ) -> list[Vote]:
-    """Vote on many problems with one pool: parse every sample, then cluster each problem."""
+    """Vote on many problems with one pool: parse every sample, then cluster each problem.
+
+    `parsed` maps sample texts already parsed (by a `StreamingParser` during generation) to answers;
+    only the rest are parsed here.
+    """
     answers_match("$1$", "$1$", "soft", timeout_s)  # warm Math-Verify's regex caches once; forked workers inherit them
-    flat = [(str(t or ""), timeout_s) for b in ballots for t in b.texts]
-    unique = list(dict.fromkeys(flat))  # identical samples are parsed once
-    # a parse is at most two Math-Verify calls under their own alarm; the hard kill is for C-level hangs
-    parsed = run_guarded(_parse, unique, workers, hard_timeout_s=2 * timeout_s + 2, desc="parse" if progress else None)
-    by_text = dict(zip((t for t, _ in unique), parsed))
+    by_text = dict(parsed or {})
+    todo = list(dict.fromkeys(str(t or "") for b in ballots for t in b.texts if str(t or "") not in by_text))
+    # identical samples are parsed once; a parse is at most two Math-Verify calls under their own
+    # alarm, and the pool's hard kill is for C-level hangs
+    fresh = run_guarded(_parse, [(t, timeout_s) for t in todo], workers, hard_timeout_s=parse_kill_s(timeout_s),
+                        desc="parse" if progress else None)
+    by_text.update(zip(todo, fresh))
     tasks = []
     for b in ballots:
         answers = [by_text[str(t or "")] for t in b.texts]
@@ -88,6 +109,47 @@ def vote_many(
     votes = run_guarded(tally, tasks, workers, hard_timeout_s=hard_timeout_s, desc="vote" if progress else None)
     # a problem whose clustering hung falls back to exact-string classes (no SymPy, cannot hang)
     return [v if v is not None else tally(*t, exact=True) for v, t in zip(votes, tasks)]
+
+
+def parse_kill_s(timeout_s: int) -> float:
+    """When a parse is hung for good: two Math-Verify calls, each under its own `timeout_s` alarm, plus slack."""
+    return 2 * timeout_s + 2
+
+
+class StreamingParser:
+    """Parses samples while the rest are still being generated; `vote_many(..., parsed=p.answers())` then skips them.
+
+        with StreamingParser(workers=8, timeout_s=5) as parser:
+            samples = engine.generate_ids(prompts, sampling, on_finished=parser.submit)
+            votes = vote_many(ballots, parsed=parser.answers())
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: int = 5, progress: bool = False):
+        answers_match("$1$", "$1$", "soft", timeout_s)  # warm caches before forking the workers
+        self.timeout_s = timeout_s
+        self.pool = GuardedPool(_parse, workers, parse_kill_s(timeout_s), desc="parse" if progress else None)
+        self.inline = workers <= 0
+
+    def submit(self, completions) -> None:
+        """Queue one prompt's finished completions (or plain texts) for parsing."""
+        if self.inline:
+            return  # in-process mode parses later, in the main thread, where Math-Verify's alarms work
+        for c in completions:
+            text = str(getattr(c, "text", c) or "")
+            self.pool.submit(text, (text, self.timeout_s))
+
+    def answers(self) -> dict[str, str | None]:
+        """{sample text: parsed answer}, once everything submitted is parsed."""
+        return self.pool.results()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _parse(text: str, timeout_s: int) -> str | None:
@@ -122,6 +184,12 @@ def tally(
             if known[answer] == len(reps):
                 reps.append(answer)
         labels.append(known[answer])
+    return ranked(answers, labels, reps, logprobs, texts)
+
+
+def ranked(answers: list[str | None], labels: list[int], reps: list[str], logprobs: list[float | None],
+           texts: list[str]) -> Vote:
+    """Classes from sample labels, ranked (size, summed logprob, first member), and the winner's `output`."""
     classes = [
         AnswerClass(
             representative=rep,
@@ -143,15 +211,67 @@ def tally(
     return Vote(_boxed(spelling), winner.representative, classes, n_unparseable, list(answers), labels)
 
 
+def tied_for_first(v: Vote) -> list[int]:
+    """Samples of every class tied with the winner on size (empty when the winner is alone at the top)."""
+    if len(v.classes) < 2 or v.classes[1].size < v.classes[0].size:
+        return []
+    return [i for c in v.classes if c.size == v.classes[0].size for i in c.members]
+
+
+def rerank(v: Vote, logprobs: list[float | None], texts: list[str]) -> Vote:
+    """The same classes ranked again with per-sample `logprobs` (e.g. filled in for the tied samples only)."""
+    return ranked(v.answers, v.labels, [c.representative for c in v.classes], logprobs, texts)
+
+
 def _find_class(answer: str, reps: list[str], method: str, timeout_s: int, exact: bool) -> int:
     """Index of the first class `answer` belongs to (both-way match), or len(reps) for a new class."""
     for c, rep in enumerate(reps):
         if exact:
             if rep == answer:
                 return c
+        elif surely_different(rep, answer, timeout_s):
+            continue
         elif answers_match(rep, answer, method, timeout_s) and answers_match(answer, rep, method, timeout_s):
             return c
     return len(reps)
+
+
+# Spellings under which a grader fallback can equate numbers of different value: degrees (->radians),
+# signs (\pm expansion), percent. Decimals are handled by a tolerance instead (see `surely_different`).
+_FALLBACK_MARKS = ("\\circ", "°", "\\pm", "\\mp", "%", "deg")
+_DECIMAL_PLACES = re.compile(r"\.(\d+)")
+
+
+def surely_different(a: str, b: str, timeout_s: int = 5) -> bool:
+    """True when both answers are plain real numbers of different value: no method or fallback can match them.
+
+    A shortcut for voting only. A non-match costs Math-Verify a simplify plus every fallback (tens of
+    milliseconds), and most pairs a vote compares are distinct numbers. False means "compare properly".
+    """
+    x, y = _plain_number(a, timeout_s), _plain_number(b, timeout_s)
+    if x is None or y is None:
+        return False
+    # the rounding fallback rounds one side to the other's decimal places: values further apart than
+    # one unit in the last place of either decimal can never round to each other
+    places = max((len(d) for d in _DECIMAL_PLACES.findall(a + " " + b)), default=None)
+    slack = sympy.Float(10) ** -places if places is not None else 0
+    return bool(abs(x - y) > max(slack, 1e-15 * max(1.0, abs(x), abs(y))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_number(answer: str, timeout_s: int) -> sympy.Float | None:
+    """The value of a closed-form real number without symbols or fallback-prone spellings, else None."""
+    if any(mark in answer for mark in _FALLBACK_MARKS):
+        return None
+    from ftllm.grade.compare import guarded, sympy_items
+
+    items = sympy_items(extract_answer(answer, timeout_s))
+    if len(items) != 1 or not getattr(items[0], "is_number", False):
+        return None
+    value = guarded(lambda: items[0].evalf(30), timeout_s)
+    if value is False or not value.is_real or not value.is_finite:
+        return None
+    return value
 
 
 def canonical_spelling(members: list[str]) -> str:
