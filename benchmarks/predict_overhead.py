@@ -140,7 +140,7 @@ def warm_up(engine, config, rows: list[dict]) -> None:
     """One short pass through both paths: compiled kernels, CUDA graphs, Math-Verify's imports and caches."""
     import dataclasses
 
-    from ftllm.infer.vote import Ballot, vote_many
+    from ftllm.infer.vote import Ballot, tied_for_first, vote_many
 
     short = dataclasses.replace(config.sampling, n=min(config.sampling.n, 4), max_new_tokens=8)
     prompts = prompt_ids(engine, config, rows)
@@ -196,20 +196,30 @@ def run_predict(engine, config, rows: list[dict], out_dir: Path) -> dict:
     import ftllm.infer.predict
     import ftllm.infer.vote
     from ftllm.infer.predict import predict
-    from ftllm.infer.vote import Ballot, vote_many
+    from ftllm.infer.vote import Ballot, tied_for_first, vote_many
 
     shared = shared_engine(engine)
     vote_s = [0.0]
+    tie_s = [0.0]
+    tied = [0]
     ballots = []
 
-    def timed(fn, keep_ballots=False):
-        """`fn` with its seconds added to the post-generation vote time."""
+    original_break_ties = ftllm.infer.predict.break_ties
+
+    def break_ties(engine, prompts, samples, votes):
+        tied[0] += sum(bool(tied_for_first(v)) for v in votes)
+        return original_break_ties(engine, prompts, samples, votes)
+
+    def timed(fn, keep_ballots=False, also=None):
+        """`fn` with its seconds added to the post-generation vote time (and to `also`)."""
         def wrapper(*args, **kwargs):
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 vote_s[0] += time.perf_counter() - start
+                if also is not None:
+                    also[0] += time.perf_counter() - start
                 if keep_ballots:
                     ballots.extend(args[0])
         return wrapper
@@ -220,7 +230,7 @@ def run_predict(engine, config, rows: list[dict], out_dir: Path) -> dict:
         # after generation predict waits for the streamed parses, votes, then scores tied samples
         patches.enter_context(mock.patch.object(parser, "answers", timed(parser.answers)))
         patches.enter_context(mock.patch.object(ftllm.infer.vote, "vote_many", timed(ftllm.infer.vote.vote_many, True)))
-        patches.enter_context(mock.patch.object(ftllm.infer.predict, "break_ties", timed(ftllm.infer.predict.break_ties)))
+        patches.enter_context(mock.patch.object(ftllm.infer.predict, "break_ties", timed(break_ties, also=tie_s)))
         start = time.perf_counter()
         summary = predict(config, rows, out_dir)
         seconds = time.perf_counter() - start
@@ -232,7 +242,8 @@ def run_predict(engine, config, rows: list[dict], out_dir: Path) -> dict:
               timeout_s=config.parse_timeout_s, cluster_timeout_s=config.vote_timeout_s)
     unoverlapped_s = time.perf_counter() - start
     return {"seconds": seconds, "generation_s": shared.generation_s, "vote_s": vote_s[0], "tokens": shared.tokens,
-            "vote_unoverlapped_s": unoverlapped_s,
+            "vote_unoverlapped_s": unoverlapped_s, "tie_scoring_s": tie_s[0],
+            "tied_problems": tied[0],
             "samples": summary["samples"], "unparseable_samples": summary["unparseable_samples"]}
 
 
@@ -262,6 +273,10 @@ def summarize(bare: list[dict], timed: list[dict], vote_run: dict) -> dict:
         # parse + vote of the same samples started only after generation (nothing overlapped)
         "vote_unoverlapped_s": round(vote_run["vote_unoverlapped_s"], 3),
         "vote_fraction_unoverlapped": round(vote_run["vote_unoverlapped_s"] / vote_run["generation_s"], 5),
+        # part of vote_s: one prefill pass scoring the samples of classes tied for first (a random-weights
+        # model ties on almost every problem; a trained one rarely at large n)
+        "tie_scoring_s": round(vote_run["tie_scoring_s"], 3),
+        "tied_problems": vote_run["tied_problems"],
         "vote_samples": vote_run["samples"],
         "vote_unparseable_samples": vote_run["unparseable_samples"],
         "bare_runs_s": [round(b["seconds"], 3) for b in bare],
