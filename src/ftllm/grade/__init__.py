@@ -7,7 +7,7 @@ expressions), retried without a leading noise token, then compared:
 - `soft` (default): value equality, then fallbacks in turn (`FALLBACKS`);
 - `strict`: the same SymPy tree (srepr), plus the decimal-rounding, decimal->fraction and keyword fallbacks;
 - `complex`: `i` is the imaginary unit, direct and numeric equality, then soft;
-- `complex-strict`: `i` as the imaginary unit with the same tree, then strict.
+- `complex-strict`: `i` as the imaginary unit with the same (unevaluated) tree, then strict.
 
     is_correct("答えは $\\frac{1}{2}$", "0.5")                      # True
     grade_row({"id": 1, "output": "\\boxed{x=2}"}, {"id": 1, "solution": ["2", "x=2"]})  # True
@@ -95,7 +95,9 @@ def answers_match(gold_text: str, pred_text: str, method: str = "soft", timeout_
         gold, pred = extract_answer(gold_text, timeout_s), extract_answer(pred_text, timeout_s)
         gold_str, pred_str = _matched(gold, gold_text), _matched(pred, pred_text)
         if method == "complex-strict":
-            ok = compare.same_tree(compare.with_imaginary_unit(gold), compare.with_imaginary_unit(pred), timeout_s)
+            # no calculation: substituting I must not let SymPy expand 2(1+i) into 2+2i
+            gold_c, pred_c = (compare.with_imaginary_unit(x, evaluate=False) for x in (gold, pred))
+            ok = compare.same_tree(gold_c, pred_c, timeout_s)
             return ok or _match_strict(gold, pred, gold_str, pred_str, timeout_s)
         if method == "complex":
             ok = compare.same_complex_value(gold, pred, timeout_s)
@@ -156,7 +158,14 @@ def _match_soft(gold, pred, gold_str, pred_str, timeout_s) -> bool:
             return True
     if compare.same_value(gold, pred, timeout_s, set_relation=True) or compare.same_atoms(gold, pred, timeout_s):
         return True
-    return same(compare.intervals_as_tuples(gold), compare.intervals_as_tuples(pred))
+    if same(compare.intervals_as_tuples(gold), compare.intervals_as_tuples(pred)):
+        return True
+    # inequalities against interval notation, when the inequalities came as a list ("x<-1 または x>1")
+    sets = compare.guarded(lambda: (compare.relations_as_set(gold), compare.relations_as_set(pred)), timeout_s)
+    if not sets or sets == (gold, pred):
+        return False
+    gold_set, pred_set = sets
+    return compare.same_value(gold_set, pred_set, timeout_s, set_relation=True)
 
 
 def _is_interval(parsed: list) -> bool:

@@ -18,9 +18,15 @@ _DOUBLE_BAR = [
     (r"\geqq", r"\geq"), (r"\leqq", r"\leq"), (r"\geqslant", r"\geq"), (r"\leqslant", r"\leq"),
     ("≧", r"\geq "), ("≦", r"\leq "), ("≥", r"\geq "), ("≤", r"\leq "),
 ]
-# Spacing commands and bracket sizing carry no meaning but confuse the LaTeX parser.
-_SIZING = re.compile(r"\\(?:left|right|middle|[bB]igg?[lrm]?)(?![A-Za-z])\s*(\.(?![0-9]))?")
-_SPACING = re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|quad|qquad|[,;:! ])(?![A-Za-z])|\\hspace\{[^{}]*\}|~")
+# Spacing commands and bracket sizing carry no meaning but confuse the LaTeX parser. A row break `\\`
+# is matched (and kept) first, so the `\ ` in `1 \\ 2` is not read as a spacing command.
+_ROW_BREAK = r"(\\\\)|"
+_SIZING = re.compile(_ROW_BREAK + r"\\(?:left|right|middle|[bB]igg?[lrm]?)(?![A-Za-z])\s*(?:\.(?![0-9]))?")
+_SPACING = re.compile(
+    _ROW_BREAK
+    + r"\\(?:(?:displaystyle|textstyle|scriptstyle|quad|qquad|(?:neg)?(?:thin|med|thick)space|enspace)(?![A-Za-z])"
+    r"|[,;:!> ])|\\hspace\*?\{[^{}]*\}|~"
+)
 _OR = re.compile(
     r"\\(?:vee|lor)(?![A-Za-z])|\\(?:text|mathrm)\{\s*(?:または|又は|もしくは|or|OR)\s*\}|(?<![A-Za-z])or(?![A-Za-z])|または"
 )
@@ -42,8 +48,8 @@ def clean_text(text: str) -> str:
     text = _TAG.sub("", text or "")
     for old, new in _DOUBLE_BAR:
         text = text.replace(old, new)
-    text = _SIZING.sub("", text)
-    text = _SPACING.sub(" ", text)
+    text = _SIZING.sub(lambda m: m.group(1) or "", text)
+    text = _SPACING.sub(lambda m: m.group(1) or " ", text)
     text = _DIGIT_GROUP.sub("", text)  # after spacing, so "1\,000" joins too
     text = unify_vectors(text)
     text = _PROBABILITY.sub("", text)

@@ -81,6 +81,22 @@ def intervals_as_tuples(parsed: list) -> list:
     return out
 
 
+def relations_as_set(parsed: list) -> list:
+    """`x < -1, x > 1` (a list of inequalities in one variable, "or" already made a comma) as the union of their sets.
+
+    Solving can be slow or raise: call it under `guarded`.
+    """
+    out = []
+    for p in parsed:
+        if isinstance(p, (sympy.FiniteSet, sympy.Tuple)) and len(p.args) > 1:
+            rels = list(p.args)
+            symbols = set().union(*(r.free_symbols for r in rels if isinstance(r, Basic)))
+            if len(symbols) == 1 and all(isinstance(r, (sympy.core.relational.Relational, sympy.And)) for r in rels):
+                p = sympy.Union(*(r.as_set() for r in rels))
+        out.append(p)
+    return out
+
+
 def relation_atoms(expr) -> list | None:
     """Inequalities normalised to `(lhs - rhs, op)` with op in {>, >=, =}; None if not all relations."""
     if isinstance(expr, sympy.And) or isinstance(expr, (sympy.FiniteSet, sympy.Tuple)):
@@ -146,12 +162,15 @@ def rounds_to(gold_text: str, gold: list, pred_text: str, pred: list, timeout_s:
 
 # --- complex: i is the imaginary unit ----------------------------------------------------
 
-def with_imaginary_unit(parsed: list) -> list:
+def with_imaginary_unit(parsed: list, evaluate: bool = True) -> list:
+    """`i` replaced by `I`; `evaluate=False` keeps the written tree (complex-strict: `i^2` stays `I**2`, not -1)."""
     out = []
     for p in parsed:
         if isinstance(p, (Basic, MatrixBase)):
             # names decide identity: a complex-read side has `theta` without the real=True assumption
-            p = p.xreplace({s: sympy.I if s.name == "i" else sympy.Symbol(s.name) for s in p.free_symbols if isinstance(s, sympy.Symbol)})
+            subs = {s: sympy.I if s.name == "i" else sympy.Symbol(s.name) for s in p.free_symbols if isinstance(s, sympy.Symbol)}
+            with sympy.evaluate(evaluate):
+                p = p.xreplace(subs)
         out.append(p)
     return out
 

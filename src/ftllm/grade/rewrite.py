@@ -12,8 +12,10 @@ _DECIMAL = re.compile(r"(?<![\d.])(\d+\.\d+)(?![\d.])")
 _KEYWORDS = ("pi", "sin", "cos", "tan", "log", "ln", "exp", "infty", "theta", "alpha", "beta")
 _KEYWORD = re.compile(r"(?<![\\A-Za-z])(" + "|".join(_KEYWORDS) + r")(?![A-Za-z])")
 _SQRT_CALL = re.compile(r"(?<![\\A-Za-z])sqrt\s*\(([^()]{1,200})\)")
-_DEGREES = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|度)")
-_VALUE = r"(?:[^:{},\\]|\\[A-Za-z]+){1,60}"
+_DEGREES = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|度)")
+# A value may hold braced groups two levels deep (`\frac{1}{2}`); a command name is taken whole,
+# since letting `\frac` split into `\fr` + `a` + `c` backtracks exponentially on unclosed text.
+_VALUE = r"(?:[^:{},\\]|\\[A-Za-z]+(?![A-Za-z])|\{(?:[^{}]|\{[^{}]{0,40}\}){0,60}\}){1,60}"
 _KEY = r"[A-Za-z0-9_]{1,12}"
 _DICT = re.compile(rf"(?:\\\{{|\{{)\s*((?:{_KEY}\s*:\s*{_VALUE},\s*)*{_KEY}\s*:\s*{_VALUE})(?:\\\}}|\}})")
 _PLUS_MINUS = re.compile(r"\\(pm|mp)(?![A-Za-z])")
