@@ -224,11 +224,12 @@ def run_predict(engine, config, rows: list[dict], out_dir: Path) -> dict:
                     ballots.extend(args[0])
         return wrapper
 
-    parser = ftllm.infer.vote.StreamingParser
+    voter = ftllm.infer.vote.StreamingVoter
     with contextlib.ExitStack() as patches:
         patches.enter_context(mock.patch.object(ftllm.engine, "make_engine", lambda spec: shared))
         # after generation predict waits for the streamed parses, votes, then scores tied samples
-        patches.enter_context(mock.patch.object(parser, "answers", timed(parser.answers)))
+        patches.enter_context(mock.patch.object(voter, "parsed", timed(voter.parsed)))
+        patches.enter_context(mock.patch.object(voter, "votes", timed(voter.votes)))
         patches.enter_context(mock.patch.object(ftllm.infer.vote, "vote_many", timed(ftllm.infer.vote.vote_many, True)))
         patches.enter_context(mock.patch.object(ftllm.infer.predict, "break_ties", timed(break_ties, also=tie_s)))
         start = time.perf_counter()

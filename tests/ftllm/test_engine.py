@@ -40,7 +40,7 @@ def test_hf_score_ids_matches_sampling_logprobs_and_reports_finished(hf_engine):
     prompts = hf_engine.render_chats(CONVERSATIONS)
     finished = []
     outs = hf_engine.generate_ids(prompts, SamplingSpec(n=2, temperature=1.0, max_new_tokens=6, seed=3),
-                                  on_finished=finished.append)
+                                  on_finished=lambda p, cs: finished.append(cs))
     assert [[c.text for c in cs] for cs in finished] == [[c.text for c in cs] for cs in outs]
     flat = [(prompts[i], c) for i, cs in enumerate(outs) for c in cs]
     scores = hf_engine.score_ids([p for p, _ in flat], [c.token_ids for _, c in flat])
@@ -66,12 +66,14 @@ def test_vllm_matches_the_interface_and_hf_greedy(tiny_model, hf_engine):
     with make_engine(spec) as engine:
         finished = []
         sampling = SamplingSpec(n=3, temperature=1.0, max_new_tokens=8, seed=5, logprobs=True)
-        outs = engine.generate_ids(engine.render_chats(CONVERSATIONS), sampling, on_finished=finished.append)
+        outs = engine.generate_ids(engine.render_chats(CONVERSATIONS), sampling,
+                                   on_finished=lambda p, cs: finished.append((p, cs)))
         _check_shape(outs, 3, 8)
         # every prompt reported once, as it finished, with the same completions generate_ids returns
-        assert sorted([c.text for c in cs] for cs in finished) == sorted([c.text for c in cs] for cs in outs)
-        # one prefill pass re-scores what was sampled: the same summed logprob
         prompts = engine.render_chats(CONVERSATIONS)
+        assert sorted((p, [c.text for c in cs]) for p, cs in finished) == sorted(
+            (p, [c.text for c in cs]) for p, cs in zip(prompts, outs))
+        # one prefill pass re-scores what was sampled: the same summed logprob
         flat = [(prompts[i], c) for i, cs in enumerate(outs) for c in cs]
         scores = engine.score_ids([p for p, _ in flat], [c.token_ids for _, c in flat])
         assert scores == pytest.approx([c.cumulative_logprob for _, c in flat], abs=1e-3)

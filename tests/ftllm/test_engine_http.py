@@ -102,7 +102,7 @@ def test_generate_ids_sends_token_prompts_and_reads_choices(tiny_model, server, 
     sampling = SamplingSpec(n=2, temperature=0.5, max_new_tokens=7, seed=3, stop=["</answer>"], logprobs=True)
     finished = []
     with _engine(tiny_model, server, api_key_env="FTLLM_TEST_KEY") as engine:
-        outs = engine.generate_ids([[11, 12], [21], [31, 32, 33]], sampling, on_finished=finished.append)
+        outs = engine.generate_ids([[11, 12], [21], [31, 32, 33]], sampling, on_finished=lambda p, cs: finished.append(cs))
     assert sorted(c[0].text for c in finished) == ["p11-c0", "p21-c0", "p31-c0"]
     assert [[c.text for c in o] for o in outs] == [["p11-c0", "p11-c1"], ["p21-c0", "p21-c1"], ["p31-c0", "p31-c1"]]
     first = outs[0]

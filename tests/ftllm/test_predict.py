@@ -32,8 +32,8 @@ class ScriptedEngine:
         self.calls.append((prompts, sampling, self.template_kwargs))
         outs = [[Completion(t, 5, -float(j) if self.logprobs else None, "stop", token_ids=[j])
                  for j, t in enumerate(self.answers[p])] for p in prompts]
-        for cs in reversed(outs) if on_finished else ():  # finishing order is not prompt order
-            on_finished(cs)
+        for p, cs in reversed(list(zip(prompts, outs))) if on_finished else ():  # finishing order is not prompt order
+            on_finished(p, cs)
         return outs
 
     def score_ids(self, prompts, continuations):

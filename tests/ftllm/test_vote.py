@@ -6,7 +6,7 @@ import pytest
 
 from ftllm.grade import answer_text, answers_match
 from ftllm.infer.pool import GuardedPool, run_guarded
-from ftllm.infer.vote import (Ballot, StreamingParser, canonical_spelling, raw_box, rerank, surely_different, tally,
+from ftllm.infer.vote import (Ballot, StreamingVoter, canonical_spelling, raw_box, rerank, surely_different, tally,
                               tied_for_first, vote, vote_many)
 
 
@@ -73,15 +73,22 @@ def test_surely_different_only_for_plain_numbers(a, b, different):
         assert not any(answers_match(a, b, m) or answers_match(b, a, m) for m in ("soft", "strict", "complex"))
 
 
-def test_streaming_parser_feeds_the_vote():
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streaming_voter_feeds_the_vote(workers):
     texts = ["\\boxed{1/2}", "\\boxed{0.5}", "\\boxed{3}"]
-    with StreamingParser(workers=2, timeout_s=5) as parser:
-        parser.submit(texts[:2])
-        parser.submit(texts[2:])
-        parsed = parser.answers()
-    assert parsed == {t: answer_text(t) for t in texts}
-    streamed = vote_many([Ballot(texts)], workers=1, parsed=parsed)[0]
-    assert streamed.output == vote(texts, workers=1).output and streamed.classes[0].size == 2
+    other = ["\\boxed{3}", "\\boxed{2(x+1)}", "\\boxed{2x+2}"]
+    with StreamingVoter(workers=workers, timeout_s=5) as voter:
+        voter.submit(texts)  # soft
+        voter.submit(other, "strict")
+        voter.submit(["\\boxed{9}"], None)  # parse only
+        parsed, clustered = voter.parsed(), voter.votes()
+    assert parsed == {t: answer_text(t) for t in dict.fromkeys(texts + other + ["\\boxed{9}"])}
+    assert set(clustered) == {(tuple(texts), "soft"), (tuple(other), "strict")}
+    ballots = [Ballot(texts), Ballot(other, method="strict"), Ballot(other, method="soft")]
+    streamed = vote_many(ballots, workers=1, parsed=parsed, clustered=clustered)
+    fresh = vote_many(ballots, workers=1)
+    assert [v.to_dict() for v in streamed] == [v.to_dict() for v in fresh]
+    assert [len(v.classes) for v in streamed] == [2, 3, 2]  # the soft ballot of `other` was clustered afresh
 
 
 def test_rerank_breaks_a_tie_without_reclustering():

@@ -21,9 +21,9 @@ class Completion:
     token_ids: list[int] | None = None  # the sampled tokens, when the backend reports them (for `score_ids`)
 
 
-# Called with one prompt's completions as soon as they are all done, in finishing order: work on
-# early finishers (parsing answers) overlaps generation of the rest.
-OnFinished = Callable[[list[Completion]], None]
+# Called with (prompt token ids, that prompt's completions) as soon as they are all done, in finishing
+# order: work on early finishers (parsing and voting their answers) overlaps generation of the rest.
+OnFinished = Callable[[list[int], list[Completion]], None]
 
 
 def render_chat(tokenizer, conversation: Conversation, chat_template: str | None = None, **template_kwargs) -> list[int]:

@@ -29,8 +29,8 @@ class HFEngine(Engine):
         step = max(1, self.spec.batch_size)
         for start in tqdm(range(0, len(prompts), step), desc="hf generate", disable=len(prompts) <= step):
             batch = self._batch(prompts[start : start + step], sampling)
-            for completions in batch if on_finished else ():
-                on_finished(completions)
+            for prompt, completions in zip(prompts[start : start + step], batch) if on_finished else ():
+                on_finished(prompt, completions)
             results.extend(batch)
         return results
 

@@ -71,11 +71,11 @@ class HTTPEngine(Engine):
     ) -> list[list[Completion]]:
         workers = max(1, min(self.spec.max_concurrency, len(prompts)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(self._complete, p, sampling) for p in prompts]
+            futures = {pool.submit(self._complete, p, sampling): p for p in prompts}
             for future in tqdm(as_completed(futures), total=len(futures), desc="http generate", disable=len(prompts) < 8):
                 if on_finished:
-                    on_finished(future.result())
-            return [f.result() for f in futures]
+                    on_finished(futures[future], future.result())
+            return [f.result() for f in futures]  # dicts keep insertion order: prompt order
 
     def _complete(self, prompt: list[int], sampling: SamplingSpec) -> list[Completion]:
         data = self._post(self.request_body(prompt, sampling))

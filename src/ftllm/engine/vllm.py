@@ -65,7 +65,7 @@ class VLLMEngine(Engine):
     ) -> list[list[Completion]]:
         params = self.sampling_params(sampling)
         requests = [{"prompt_token_ids": p} for p in prompts]
-        report = (lambda out: on_finished(_completions(out))) if on_finished else None
+        report = (lambda out: on_finished(list(out.prompt_token_ids), _completions(out))) if on_finished else None
         with _finished_requests(self.llm, report):
             outputs = self.llm.generate(requests, params, use_tqdm=True)
         return [_completions(out) for out in outputs]

@@ -99,13 +99,17 @@ class GuardedPool:
             pool.results()   # {"a": parse(text_a), "b": None if it hung, raised or died}
     """
 
-    def __init__(self, fn: Callable, workers: int = 4, hard_timeout_s: float = 30.0, desc: str | None = None):
-        self.fn, self.hard_timeout_s = fn, hard_timeout_s
+    def __init__(
+        self, fn: Callable, workers: int = 4, hard_timeout_s: float = 30.0, desc: str | None = None,
+        on_result: Callable | None = None,
+    ):
+        self.fn, self.hard_timeout_s, self.on_result = fn, hard_timeout_s, on_result
         self.inline = workers <= 0  # in-process (debugging): only Math-Verify's own alarms bound the time
         self._results: dict = {}
         self._queue: deque = deque()
         self._ids: dict = {}  # key -> task id; tasks travel to workers under their small id, not the key
         self._keys: list = []
+        self._limits: list[float] = []  # per task: its hard time limit
         self._in_flight = 0
         self._closing = False
         self._done = threading.Condition()
@@ -113,6 +117,7 @@ class GuardedPool:
         self._ctx = _context()
         self._pool: list[_Worker] = []
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
         self._thread = None
         if not self.inline:
             # forked here, from the caller's thread; only replacements are forked by the manager thread
@@ -120,23 +125,37 @@ class GuardedPool:
             self._thread = threading.Thread(target=self._manage, name="guarded-pool", daemon=True)
             self._thread.start()
 
-    def submit(self, key, args: tuple) -> None:
-        """Queue `fn(*args)` under `key`; a key already submitted is ignored (identical work runs once)."""
+    def submit(self, key, args: tuple, hard_timeout_s: float | None = None) -> None:
+        """Queue `fn(*args)` under `key`; a key already submitted is ignored (identical work runs once).
+
+        `hard_timeout_s` overrides the pool's limit for this task. `on_result(key, value)` is called
+        as each task ends (from the manager thread), before `results` can return: it may submit more.
+        """
         with self._done:
             if key in self._ids:
                 return
             self._ids[key] = len(self._keys)
             self._keys.append(key)
+            self._limits.append(self.hard_timeout_s if hard_timeout_s is None else hard_timeout_s)
             self._queue.append((self._ids[key], args))
             self._bar.total += 1
-        os.write(self._wake_w, b"x")
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
 
     def results(self) -> dict:
         """Wait for every submitted task; {key: result, or None when it raised, hung or killed its worker}."""
         if self.inline:
             while self._queue:
                 task, args = self._queue.popleft()
-                self._results[self._keys[task]] = _call(self.fn, args)
+                value = _call(self.fn, args)
+                self._results[self._keys[task]] = value
+                if self.on_result:
+                    self.on_result(self._keys[task], value)
                 self._bar.update(1)
             return dict(self._results)
         with self._done:
@@ -146,7 +165,7 @@ class GuardedPool:
     def close(self) -> None:
         with self._done:
             self._closing = True
-        os.write(self._wake_w, b"x")
+        self._wake()
         if self._thread is not None:
             self._thread.join()
         for w in self._pool:
@@ -174,7 +193,8 @@ class GuardedPool:
                         w.conn.send((w.task, args))
                         self._in_flight += 1
             busy = [w for w in self._pool if w.task is not None]
-            timeout = None if not busy else max(0.0, min(w.started for w in busy) + self.hard_timeout_s - time.monotonic())
+            deadline = min((w.started + self._limits[w.task] for w in busy), default=None)
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready = wait([w.conn for w in busy] + [self._wake_r], timeout=timeout)
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
@@ -190,13 +210,20 @@ class GuardedPool:
                         continue
                     w.task = None
                     self._finish(task, value)
-                elif time.monotonic() - w.started > self.hard_timeout_s:
+                elif time.monotonic() - w.started > self._limits[w.task]:
                     self._finish(w.task, None)
                     self._pool[i] = _replace(self._ctx, self.fn, w)
 
     def _finish(self, task: int, value) -> None:
+        key = self._keys[task]
         with self._done:
-            self._results[self._keys[task]] = value
+            self._results[key] = value
+        if self.on_result:  # while the task still counts as in flight: `results` waits for what it submits
+            try:
+                self.on_result(key, value)
+            except Exception:  # noqa: BLE001 - a failing observer must not stop the pool
+                logging.getLogger(__name__).exception("on_result failed for %r", key)
+        with self._done:
             self._in_flight -= 1
             self._bar.update(1)
             self._done.notify_all()

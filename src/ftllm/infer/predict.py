@@ -33,23 +33,31 @@ def build_conversation(row: dict, config) -> list[dict]:
 def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
     """Self-consistency: n samples per problem from one batched call, then the equivalence-class vote.
 
-    Samples are parsed in worker processes as each problem's n samples finish, while vLLM is still
-    generating the others; after generation only the stragglers' parsing and the clustering remain.
+    Each problem's samples are parsed and clustered in worker processes as soon as vLLM finishes
+    them, while it is still generating the others; after generation only the last problems' voting
+    remains (and, for ties, one scoring pass).
     """
-    from ftllm.infer.vote import Ballot, StreamingParser, vote_many
+    from ftllm.infer.vote import Ballot, StreamingVoter, vote_many
 
     prompts = engine.render_chats([build_conversation(r, config) for r in rows], **dict(config.chat_template_kwargs))
+    methods = [r.get("evaluation_method") or "soft" for r in rows]
+    method_of: dict[tuple, set] = {}
+    for ids, method in zip(prompts, methods):
+        method_of.setdefault(tuple(ids), set()).add(method)
+
+    def vote_early(ids, completions):
+        known = method_of.get(tuple(ids), set())
+        # identical prompts under different methods: parse now, cluster after generation
+        voter.submit(completions, next(iter(known)) if len(known) == 1 else None)
+
     start = time.monotonic()
-    with StreamingParser(config.parse_workers, config.parse_timeout_s, progress=False) as parser:
-        samples = engine.generate_ids(prompts, config.sampling, on_finished=parser.submit)
+    with StreamingVoter(config.parse_workers, config.parse_timeout_s, config.vote_timeout_s) as voter:
+        samples = engine.generate_ids(prompts, config.sampling, on_finished=vote_early)
         seconds = (time.monotonic() - start) / max(1, len(rows))
-        ballots = [
-            Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], r.get("evaluation_method") or "soft")
-            for cs, r in zip(samples, rows)
-        ]
+        ballots = [Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], m) for cs, m in zip(samples, methods)]
         votes = vote_many(
             ballots, workers=config.parse_workers, timeout_s=config.parse_timeout_s,
-            cluster_timeout_s=config.vote_timeout_s, progress=True, parsed=parser.answers(),
+            cluster_timeout_s=config.vote_timeout_s, progress=True, parsed=voter.parsed(), clustered=voter.votes(),
         )
     votes = break_ties(engine, prompts, samples, votes)
     return [

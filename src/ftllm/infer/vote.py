@@ -12,8 +12,8 @@
    never the reasoning. If no sample parses, `output` boxes the most common raw `\\boxed{}`
    content among the samples (first on a tie), or is `\\boxed{}` when there is none.
 
-Parsing can start before voting: `StreamingParser` takes each problem's samples as generation
-finishes them, and `vote_many(..., parsed=...)` then only clusters. Pairs of plain numbers of
+Voting can start before generation ends: `StreamingVoter` parses and clusters each problem's samples
+as generation finishes them, and `vote_many(..., parsed=..., clustered=...)` only does what is left. Pairs of plain numbers of
 different value skip Math-Verify (`surely_different`).
 
     v = vote(["... \\boxed{1/2}", "... \\boxed{0.5}", "... \\boxed{3}"])
@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import threading
 import time
 from collections import Counter
 from typing import Sequence
@@ -86,29 +87,34 @@ def vote_many(
     cluster_timeout_s: float = 300.0,
     progress: bool = False,
     parsed: dict[str, str | None] | None = None,
+    clustered: dict[tuple, Vote] | None = None,
 ) -> list[Vote]:
     """Vote on many problems with one pool: parse every sample, then cluster each problem.
 
-    `parsed` maps sample texts already parsed (by a `StreamingParser` during generation) to answers;
-    only the rest are parsed here.
+    What a `StreamingVoter` already did during generation is reused: `parsed` (sample text -> answer)
+    and `clustered` ((texts, method) -> Vote); only the rest is done here.
     """
     answers_match("$1$", "$1$", "soft", timeout_s)  # warm Math-Verify's regex caches once; forked workers inherit them
+    clustered = clustered or {}
+    keys = [(tuple(str(t or "") for t in b.texts), b.method) for b in ballots]
+    pending = [b for b, key in zip(ballots, keys) if key not in clustered]
     by_text = dict(parsed or {})
-    todo = list(dict.fromkeys(str(t or "") for b in ballots for t in b.texts if str(t or "") not in by_text))
+    todo = list(dict.fromkeys(str(t or "") for b in pending for t in b.texts if str(t or "") not in by_text))
     # identical samples are parsed once; a parse is at most two Math-Verify calls under their own
     # alarm, and the pool's hard kill is for C-level hangs
     fresh = run_guarded(_parse, [(t, timeout_s) for t in todo], workers, hard_timeout_s=parse_kill_s(timeout_s),
                         desc="parse" if progress else None)
     by_text.update(zip(todo, fresh))
     tasks = []
-    for b in ballots:
+    for b in pending:
         answers = [by_text[str(t or "")] for t in b.texts]
         logprobs = list(b.logprobs) if b.logprobs is not None else [None] * len(b.texts)
         tasks.append((answers, logprobs, [str(t or "") for t in b.texts], b.method, timeout_s, cluster_timeout_s))
-    hard_timeout_s = cluster_timeout_s + 4 * timeout_s + 5  # the budget is checked between comparisons
-    votes = run_guarded(tally, tasks, workers, hard_timeout_s=hard_timeout_s, desc="vote" if progress else None)
+    votes = run_guarded(tally, tasks, workers, hard_timeout_s=cluster_kill_s(cluster_timeout_s, timeout_s),
+                        desc="vote" if progress else None)
     # a problem whose clustering hung falls back to exact-string classes (no SymPy, cannot hang)
-    return [v if v is not None else tally(*t, exact=True) for v, t in zip(votes, tasks)]
+    fresh = iter(v if v is not None else tally(*t, exact=True) for v, t in zip(votes, tasks))
+    return [clustered[key] if key in clustered else next(fresh) for key in keys]
 
 
 def parse_kill_s(timeout_s: int) -> float:
@@ -116,31 +122,74 @@ def parse_kill_s(timeout_s: int) -> float:
     return 2 * timeout_s + 2
 
 
-class StreamingParser:
-    """Parses samples while the rest are still being generated; `vote_many(..., parsed=p.answers())` then skips them.
+def cluster_kill_s(cluster_timeout_s: float, timeout_s: int) -> float:
+    """When a problem's clustering is hung for good: its budget is checked between comparisons."""
+    return cluster_timeout_s + 4 * timeout_s + 5
 
-        with StreamingParser(workers=8, timeout_s=5) as parser:
-            samples = engine.generate_ids(prompts, sampling, on_finished=parser.submit)
-            votes = vote_many(ballots, parsed=parser.answers())
+
+class StreamingVoter:
+    """Parses and clusters each problem's samples while generation of the others goes on.
+
+        with StreamingVoter(workers=8, timeout_s=5) as voter:
+            samples = engine.generate_ids(prompts, sampling,
+                                          on_finished=lambda ids, cs: voter.submit(cs, method_of(ids)))
+            votes = vote_many(ballots, parsed=voter.parsed(), clustered=voter.votes())
+
+    Every text is parsed once (the pool drops repeated keys); a problem's clustering is queued the
+    moment its last sample is parsed. Finished votes are keyed by the ballot itself (texts, method),
+    so `vote_many` uses one only for the very samples and method it was computed from.
     """
 
-    def __init__(self, workers: int = 2, timeout_s: int = 5, progress: bool = False):
+    def __init__(self, workers: int = 2, timeout_s: int = 5, cluster_timeout_s: float = 300.0):
         answers_match("$1$", "$1$", "soft", timeout_s)  # warm caches before forking the workers
-        self.timeout_s = timeout_s
-        self.pool = GuardedPool(_parse, workers, parse_kill_s(timeout_s), desc="parse" if progress else None)
-        self.inline = workers <= 0
+        self.timeout_s, self.cluster_timeout_s = timeout_s, cluster_timeout_s
+        self._lock = threading.Lock()
+        self._answers: dict[str, str | None] = {}
+        self._waiting: dict[str, list[dict]] = {}  # text -> problems still waiting for its parse
+        self.pool = GuardedPool(_work, workers, parse_kill_s(timeout_s), on_result=self._on_result)
 
-    def submit(self, completions) -> None:
-        """Queue one prompt's finished completions (or plain texts) for parsing."""
-        if self.inline:
-            return  # in-process mode parses later, in the main thread, where Math-Verify's alarms work
-        for c in completions:
-            text = str(getattr(c, "text", c) or "")
-            self.pool.submit(text, (text, self.timeout_s))
+    def submit(self, completions, method: str | None = "soft") -> None:
+        """Queue one problem's finished samples (completions or texts); `method` None: parse only, no vote."""
+        texts = [str(getattr(c, "text", c) or "") for c in completions]
+        logprobs = [getattr(c, "cumulative_logprob", None) for c in completions]
+        group = {"texts": texts, "logprobs": logprobs, "method": method, "missing": set()}
+        with self._lock:
+            if method is not None:
+                group["missing"] = {t for t in texts if t not in self._answers}
+                for t in group["missing"]:
+                    self._waiting.setdefault(t, []).append(group)
+        for t in dict.fromkeys(texts):
+            self.pool.submit(("parse", t), ("parse", t, self.timeout_s))
+        if method is not None and not group["missing"]:
+            self._cluster(group)
 
-    def answers(self) -> dict[str, str | None]:
-        """{sample text: parsed answer}, once everything submitted is parsed."""
-        return self.pool.results()
+    def _on_result(self, key, value) -> None:
+        if key[0] != "parse":
+            return
+        with self._lock:
+            self._answers[key[1]] = value
+            ready = []
+            for group in self._waiting.pop(key[1], []):
+                group["missing"].discard(key[1])
+                if not group["missing"]:
+                    ready.append(group)
+        for group in ready:
+            self._cluster(group)
+
+    def _cluster(self, group: dict) -> None:
+        with self._lock:
+            answers = [self._answers[t] for t in group["texts"]]
+        args = (answers, group["logprobs"], group["texts"], group["method"], self.timeout_s, self.cluster_timeout_s)
+        self.pool.submit(("vote", tuple(group["texts"]), group["method"]), ("tally", *args),
+                         hard_timeout_s=cluster_kill_s(self.cluster_timeout_s, self.timeout_s))
+
+    def parsed(self) -> dict[str, str | None]:
+        """{sample text: parsed answer}, once everything submitted is done."""
+        return {k[1]: v for k, v in self.pool.results().items() if k[0] == "parse"}
+
+    def votes(self) -> dict[tuple, Vote]:
+        """{(texts, method): Vote} for every submitted problem whose clustering finished."""
+        return {(k[1], k[2]): v for k, v in self.pool.results().items() if k[0] == "vote" and v is not None}
 
     def close(self) -> None:
         self.pool.close()
@@ -150,6 +199,11 @@ class StreamingParser:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _work(kind: str, *args):
+    """The voter's one worker function: a parse or a problem's clustering."""
+    return _parse(*args) if kind == "parse" else tally(*args)
 
 
 def _parse(text: str, timeout_s: int) -> str | None:
