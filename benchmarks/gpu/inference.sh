@@ -18,7 +18,7 @@ for bench in "$@"; do
                 --n 160 --max-new-tokens 256 --max-model-len 2048 --parse-workers 14 --repeats 2 --ablate-logprobs \
                 --out "$out/predict_overhead.json" 2>&1 | grep -vE "INFO|it/s" | tail -30 ;;
     predict-large) timeout 300 python3 benchmarks/predict_overhead.py --model /tmp/llama1b --dtype bfloat16 \
-                --problems 32 --n 160 --max-new-tokens 256 --max-model-len 2048 --parse-workers 14 --repeats 1 \
+                --problems 32 --n 160 --max-new-tokens 256 --max-model-len 2048 --parse-workers 14 --repeats 2 \
                 --out "$out/predict_overhead_32.json" 2>&1 | grep -vE "INFO|it/s" | tail -30 ;;
     rl) timeout 200 python3 benchmarks/rl_throughput.py --model /tmp/llama1b --use-vllm --dtype bfloat16 --steps 4 \
                 --num-generations 8 --max-completion-length 256 --out "$out/rl_throughput.json" 2>&1 \

@@ -26,6 +26,9 @@ from tqdm.auto import tqdm
 # extra address space a worker may use beyond what it inherited: a runaway SymPy power gets
 # a MemoryError instead of swapping the machine
 WORKER_MEMORY_BYTES = 3 << 30
+# workers run at a lower CPU priority: when they parse during generation, vLLM's own processes
+# (scheduling, detokenising; CPU-bound for small models) must not wait for them
+WORKER_NICENESS = 10
 
 
 def _limit_memory() -> None:
@@ -45,6 +48,10 @@ def _serve(conn, fn: Callable) -> None:
     """Worker loop: run tasks until the parent sends None."""
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # timeouts would print whole answers
     _limit_memory()
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
     while True:
         try:
             item = conn.recv()
