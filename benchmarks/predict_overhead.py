@@ -30,6 +30,7 @@ engine requests when `sampling.logprobs` is on), to show what per-token logprobs
 """
 from __future__ import annotations
 
+import dataclasses
 import contextlib
 import datetime
 import os
@@ -63,10 +64,13 @@ VOTE_FRACTION_TARGET = 0.02
 @click.option("--ablate-logprobs", is_flag=True,
               help="also time bare generation WITH logprobs=0 (what ftllm's vLLM engine asks for) to isolate its cost")
 @click.option("--parse-workers", default=4, show_default=True, help="predict.parse_workers")
+@click.option("--overlap-workers", default=None, type=int, help="predict.overlap_workers [default: its default]")
+@click.option("--compare-overlap", is_flag=True,
+              help="also time predict with overlap_workers=0 (no voting during generation), alternating")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results/predict_overhead.json"),
               show_default=True)
 def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, temperature, top_p, seed, dtype,
-         max_model_len, enforce_eager, ablate_logprobs, parse_workers, out) -> None:
+         max_model_len, enforce_eager, ablate_logprobs, parse_workers, overlap_workers, compare_overlap, out) -> None:
     """Time bare LLM.generate against the predict stage's library call on the same prompts."""
     from ftllm.config import build
     from ftllm.engine import make_engine
@@ -79,24 +83,36 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
     engine_spec = {"model": model, "backend": "vllm", "dtype": dtype, "max_model_len": max_model_len, "seed": seed,
                    "enforce_eager": enforce_eager}
     sampling = {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed}
-    config = build(PredictConfig, {"engine": engine_spec, "sampling": sampling, "parse_workers": parse_workers},
-                   "predict")
+    config = build(PredictConfig, {"engine": engine_spec, "sampling": sampling, "parse_workers": parse_workers,
+                                   "overlap_workers": overlap_workers}, "predict")
     rows = evaluation_rows(max(problems, vote_problems))
     with make_engine(config.engine) as engine, tempfile.TemporaryDirectory() as work:
         warm_up(engine, config, rows[:problems])
-        bare, timed, with_logprobs = [], [], []
+        bare, timed, with_logprobs, serial = [], [], [], []
+        no_overlap = dataclasses.replace(config, overlap_workers=0)
         for i in range(repeats):
             bare.append(run_bare(engine, config, rows[:problems]))
             if ablate_logprobs:
                 with_logprobs.append(run_bare(engine, config, rows[:problems], logprobs=0))
             timed.append(run_predict(engine, config, rows[:problems], Path(work) / f"predict-{i}"))
+            if compare_overlap:
+                serial.append(run_predict(engine, no_overlap, rows[:problems], Path(work) / f"serial-{i}"))
         if (vote_n, vote_problems) == (n, problems):
             vote_run = timed[repeats // 2]
         else:
             vote_config = build(PredictConfig, {"engine": engine_spec, "sampling": {**sampling, "n": vote_n},
-                                                "parse_workers": parse_workers}, "predict")
+                                                "parse_workers": parse_workers, "overlap_workers": overlap_workers},
+                                 "predict")
             vote_run = run_predict(engine, vote_config, rows[:vote_problems], Path(work) / "predict-vote")
     result = summarize(bare, timed, vote_run)
+    if serial:  # the same predict call voting only after generation
+        result["no_overlap"] = {
+            "predict_s": round(statistics.median(t["seconds"] for t in serial), 3),
+            "wall_ratio": round(statistics.median(t["seconds"] for t in serial) / result["bare_s"], 4),
+            "generation_s": round(statistics.median(t["generation_s"] for t in serial), 3),
+            "vote_s": round(statistics.median(t["vote_s"] for t in serial), 3),
+            "runs_s": [round(t["seconds"], 3) for t in serial],
+        }
     if with_logprobs:
         result["bare_logprobs_s"] = round(statistics.median(b["seconds"] for b in with_logprobs), 3)
         result["logprobs_ratio"] = round(result["bare_logprobs_s"] / result["bare_s"], 4)
@@ -105,6 +121,7 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
         "enforce_eager": enforce_eager,
         "problems": problems, "n": n, "max_new_tokens": max_new_tokens, "temperature": temperature,
         "top_p": top_p, "seed": seed, "repeats": repeats, "parse_workers": parse_workers,
+        "overlap_workers": config.overlap_workers,
         "vote_n": vote_n, "vote_problems": vote_problems,
         "device": device_name(), "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],

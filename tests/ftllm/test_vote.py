@@ -111,6 +111,16 @@ def test_guarded_pool_takes_tasks_from_another_thread_while_busy():
         assert pool.results() == {"a": "A", "hang": None, "b": "B", "c": "C"}  # "a" twice: run once
 
 
+def test_guarded_pool_pauses_until_workers_are_let_in():
+    with GuardedPool(_sleepy, workers=2, hard_timeout_s=5) as pool:
+        pool.set_active(0)
+        pool.submit("a", ("a",))
+        time.sleep(0.5)
+        assert pool._results == {}  # paused: nothing ran
+        pool.set_active(1)
+        assert pool.results() == {"a": "A"}
+
+
 def _sleepy(x):
     if x == "hang":
         while True:  # not interruptible by anything but a kill

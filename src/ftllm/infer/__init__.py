@@ -37,6 +37,9 @@ class PredictConfig:
     chat_template_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. {reasoning_effort: high} for harmony
     strategy: str = "sc"  # a key of ftllm.infer.predict.STRATEGIES
     parse_workers: int = 4  # processes that parse and cluster answers (0: in-process, no hard time limit)
+    # of those, how many may work while vLLM is still generating (null: half; 0: vote only afterwards):
+    # a small model's generation is CPU-bound too, and parsing on every core slows it down
+    overlap_workers: int | None = None
     parse_timeout_s: int = 5  # per parse / per comparison (Math-Verify's alarm); a hung worker is killed at ~4x
     vote_timeout_s: float = 120.0  # one problem's clustering; past it the vote falls back to exact-string classes
     rsa: RSAConfig = dataclasses.field(default_factory=RSAConfig)  # used when strategy: rsa
@@ -50,6 +53,8 @@ class PredictConfig:
             raise ValueError("predict.user_template must contain {problem}")
         if self.parse_workers < 0:
             raise ValueError(f"predict.parse_workers must be >= 0, got {self.parse_workers}")
+        if self.overlap_workers is not None and not 0 <= self.overlap_workers <= self.parse_workers:
+            raise ValueError(f"predict.overlap_workers must be null or 0..parse_workers, got {self.overlap_workers}")
         if self.parse_timeout_s < 1:
             raise ValueError(f"predict.parse_timeout_s must be >= 1 (Math-Verify alarms are whole seconds), got {self.parse_timeout_s}")
         from ftllm.infer.predict import STRATEGIES

@@ -111,6 +111,7 @@ class GuardedPool:
         on_result: Callable | None = None,
     ):
         self.fn, self.hard_timeout_s, self.on_result = fn, hard_timeout_s, on_result
+        self.active = max(0, workers)  # how many workers may be busy at once (`set_active`)
         self.inline = workers <= 0  # in-process (debugging): only Math-Verify's own alarms bound the time
         self._results: dict = {}
         self._queue: deque = deque()
@@ -146,6 +147,12 @@ class GuardedPool:
             self._limits.append(self.hard_timeout_s if hard_timeout_s is None else hard_timeout_s)
             self._queue.append((self._ids[key], args))
             self._bar.total += 1
+        self._wake()
+
+    def set_active(self, n: int) -> None:
+        """Let at most `n` workers run at once (0 pauses the pool; its tasks wait, `results` too)."""
+        with self._done:
+            self.active = max(0, min(n, len(self._pool))) if not self.inline else n
         self._wake()
 
     def _wake(self) -> None:
@@ -193,8 +200,12 @@ class GuardedPool:
             with self._done:
                 if self._closing and self._in_flight == 0:
                     return
+                busy = sum(w.task is not None for w in self._pool)
                 for w in self._pool:
+                    if busy >= self.active:
+                        break
                     if w.task is None and self._queue:
+                        busy += 1
                         w.task, args = self._queue.popleft()
                         w.started = time.monotonic()
                         w.conn.send((w.task, args))

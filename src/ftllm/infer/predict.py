@@ -51,7 +51,8 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
         voter.submit(completions, next(iter(known)) if len(known) == 1 else None)
 
     start = time.monotonic()
-    with StreamingVoter(config.parse_workers, config.parse_timeout_s, config.vote_timeout_s) as voter:
+    with StreamingVoter(config.parse_workers, config.parse_timeout_s, config.vote_timeout_s,
+                        config.overlap_workers) as voter:
         samples = engine.generate_ids(prompts, config.sampling, on_finished=vote_early)
         seconds = (time.monotonic() - start) / max(1, len(rows))
         ballots = [Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], m) for cs, m in zip(samples, methods)]

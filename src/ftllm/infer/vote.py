@@ -140,13 +140,16 @@ class StreamingVoter:
     so `vote_many` uses one only for the very samples and method it was computed from.
     """
 
-    def __init__(self, workers: int = 2, timeout_s: int = 5, cluster_timeout_s: float = 300.0):
+    def __init__(self, workers: int = 2, timeout_s: int = 5, cluster_timeout_s: float = 300.0,
+                 overlap_workers: int | None = None):
+        """`overlap_workers` may be busy while generation runs (None: half, at least 1; 0: none); all after."""
         answers_match("$1$", "$1$", "soft", timeout_s)  # warm caches before forking the workers
-        self.timeout_s, self.cluster_timeout_s = timeout_s, cluster_timeout_s
+        self.timeout_s, self.cluster_timeout_s, self.workers = timeout_s, cluster_timeout_s, workers
         self._lock = threading.Lock()
         self._answers: dict[str, str | None] = {}
         self._waiting: dict[str, list[dict]] = {}  # text -> problems still waiting for its parse
         self.pool = GuardedPool(_work, workers, parse_kill_s(timeout_s), on_result=self._on_result)
+        self.pool.set_active(max(1, workers // 2) if overlap_workers is None else overlap_workers)
 
     def submit(self, completions, method: str | None = "soft") -> None:
         """Queue one problem's finished samples (completions or texts); `method` None: parse only, no vote."""
@@ -184,11 +187,13 @@ class StreamingVoter:
                          hard_timeout_s=cluster_kill_s(self.cluster_timeout_s, self.timeout_s))
 
     def parsed(self) -> dict[str, str | None]:
-        """{sample text: parsed answer}, once everything submitted is done."""
+        """{sample text: parsed answer}, once everything submitted is done (generation is over: all workers)."""
+        self.pool.set_active(self.workers)
         return {k[1]: v for k, v in self.pool.results().items() if k[0] == "parse"}
 
     def votes(self) -> dict[tuple, Vote]:
         """{(texts, method): Vote} for every submitted problem whose clustering finished."""
+        self.pool.set_active(self.workers)
         return {(k[1], k[2]): v for k, v in self.pool.results().items() if k[0] == "vote" and v is not None}
 
     def close(self) -> None:
