@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import multiprocessing
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -127,18 +129,9 @@ def cluster_kill_s(cluster_timeout_s: float, timeout_s: int) -> float:
     return cluster_timeout_s + 4 * timeout_s + 5
 
 
-class StreamingVoter:
-    """Parses and clusters each problem's samples while generation of the others goes on.
-
-        with StreamingVoter(workers=8, timeout_s=5) as voter:
-            samples = engine.generate_ids(prompts, sampling,
-                                          on_finished=lambda ids, cs: voter.submit(cs, method_of(ids)))
-            votes = vote_many(ballots, parsed=voter.parsed(), clustered=voter.votes())
-
-    Every text is parsed once (the pool drops repeated keys); a problem's clustering is queued the
-    moment its last sample is parsed. Finished votes are keyed by the ballot itself (texts, method),
-    so `vote_many` uses one only for the very samples and method it was computed from.
-    """
+class _Voter:
+    """`StreamingVoter`'s work, wherever it runs: a guarded pool that parses each text once and
+    queues a problem's clustering the moment its last sample is parsed."""
 
     def __init__(self, workers: int = 2, timeout_s: int = 5, cluster_timeout_s: float = 300.0,
                  overlap_workers: int | None = None):
@@ -151,10 +144,7 @@ class StreamingVoter:
         self.pool = GuardedPool(_work, workers, parse_kill_s(timeout_s), on_result=self._on_result)
         self.pool.set_active(max(1, workers // 2) if overlap_workers is None else overlap_workers)
 
-    def submit(self, completions, method: str | None = "soft") -> None:
-        """Queue one problem's finished samples (completions or texts); `method` None: parse only, no vote."""
-        texts = [str(getattr(c, "text", c) or "") for c in completions]
-        logprobs = [getattr(c, "cumulative_logprob", None) for c in completions]
+    def submit(self, texts: list[str], method: str | None, logprobs: list) -> None:
         group = {"texts": texts, "logprobs": logprobs, "method": method, "missing": set()}
         with self._lock:
             if method is not None:
@@ -204,6 +194,111 @@ class StreamingVoter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+
+class StreamingVoter:
+    """Parses and clusters each problem's samples while generation of the others goes on.
+
+        with StreamingVoter(workers=8, timeout_s=5) as voter:
+            samples = engine.generate_ids(prompts, sampling,
+                                          on_finished=lambda ids, cs: voter.submit(cs, method_of(ids)))
+            votes = vote_many(ballots, parsed=voter.parsed(), clustered=voter.votes())
+
+    The work runs in a separate voter process that owns the worker pool: the generating process
+    only pickles each finished problem once. (Dispatching thousands of small tasks from a thread
+    inside vLLM's process fought its busy main thread for the GIL, slowing generation and
+    starving the pool.) Every text is parsed once; a problem's clustering starts the moment its
+    last sample is parsed. Finished votes are keyed by the ballot itself (texts, method), so
+    `vote_many` uses one only for the very samples and method it was computed from. With
+    `workers=0` everything runs in-process after generation (debugging).
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: int = 5, cluster_timeout_s: float = 300.0,
+                 overlap_workers: int | None = None):
+        """`overlap_workers` may be busy while generation runs (None: half, at least 1; 0: none); all after."""
+        args = (workers, timeout_s, cluster_timeout_s, overlap_workers)
+        self._result: tuple[dict, dict] | None = None
+        self._local = _Voter(*args) if workers <= 0 else None
+        if self._local is None:
+            answers_match("$1$", "$1$", "soft", timeout_s)  # warm caches before forking
+            ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            self._conn, child = ctx.Pipe()
+            # not a daemon: daemons may not start the pool's workers; it exits when this end closes
+            self._proc = ctx.Process(target=_serve_voter, args=(child, args), name="ftllm-voter")
+            self._proc.start()
+            child.close()
+
+    def submit(self, completions, method: str | None = "soft") -> None:
+        """Queue one problem's finished samples (completions or texts); `method` None: parse only, no vote."""
+        texts = [str(getattr(c, "text", c) or "") for c in completions]
+        logprobs = [getattr(c, "cumulative_logprob", None) for c in completions]
+        if self._local is not None:
+            self._local.submit(texts, method, logprobs)
+            return
+        try:
+            self._conn.send(("submit", texts, method, logprobs))
+        except (OSError, BrokenPipeError):
+            pass  # the voter died: vote_many does the work after generation
+
+    def _finish(self) -> tuple[dict, dict]:
+        if self._result is None:
+            if self._local is not None:
+                self._result = (self._local.parsed(), self._local.votes())
+            else:
+                try:
+                    self._conn.send(("finish",))
+                    self._result = self._conn.recv()
+                except (EOFError, OSError, BrokenPipeError):
+                    self._result = ({}, {})
+        return self._result
+
+    def parsed(self) -> dict[str, str | None]:
+        """{sample text: parsed answer}, once everything submitted is done (generation is over: all workers)."""
+        return self._finish()[0]
+
+    def votes(self) -> dict[tuple, Vote]:
+        """{(texts, method): Vote} for every submitted problem whose clustering finished."""
+        return self._finish()[1]
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.close()
+            return
+        try:
+            self._conn.send(("close",))
+        except (OSError, BrokenPipeError):
+            pass
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _serve_voter(conn, args: tuple) -> None:
+    """The voter process: apply messages from `StreamingVoter` to a `_Voter` until told to close."""
+    voter = _Voter(*args)
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            if message[0] == "submit":
+                voter.submit(*message[1:])
+            elif message[0] == "finish":
+                conn.send((voter.parsed(), voter.votes()))
+            else:
+                return
+    finally:
+        voter.close()
 
 
 def _work(kind: str, *args):
