@@ -33,7 +33,14 @@ def _share(value) -> float | None:
 def predict_overhead(d: dict):
     ratio, fraction = d.get("wall_ratio"), d.get("vote_fraction")
     figure = (f"wall ratio {_num(ratio, '.3f')}×; "
-              f"parse+vote {_num(fraction, '.2%')} of generation at N={d.get('vote_n')}")
+              f"parse+vote {_num(fraction, '.2%')} of generation at N={d.get('vote_n')}, "
+              f"{d.get('problems')} problems")
+    if d.get("vote_fraction_unoverlapped") is not None:
+        figure += f" ({_num(d['vote_fraction_unoverlapped'], '.2%')} if voting waited for generation)"
+    if d.get("logprobs_ratio") is not None:
+        figure += f"; bare with per-token logprobs {_num(d['logprobs_ratio'], '.2f')}× bare"
+    if d.get("code"):
+        figure += f"; code {d['code'].split(':')[0]}"
     met = None if ratio is None or fraction is None else ratio <= 1.05 and fraction <= 0.02
     return figure, "≤ 1.05×; ≤ 2%", met
 
