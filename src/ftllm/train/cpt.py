@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ftllm.io import InputError, read_jsonl, write_json
-from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, settings_digest
+from ftllm.train.checkpoints import checkpoint_step, hash_path, prepare_checkpoint_dir, settings_digest
 from ftllm.train.launch import check_num_processes, world_size
 from ftllm.train.trainer import loss_history, shared_trainer_args
 
@@ -265,11 +265,7 @@ def trainer_args(config: CPTConfig, checkpoint_dir: str | Path):
 def run_fingerprint(config: CPTConfig, model_dir: str | Path, corpus: list[Path] | None) -> str:
     """Hash of what determines the run (launch-only keys left out), so stale checkpoints are not resumed."""
     digest = settings_digest(config)
-    for file in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
-        # weights can be tens of GB: their name and size stand in for their bytes
-        digest.update(f"{file.name}:{file.stat().st_size}".encode())
-        if file.suffix == ".json":
-            digest.update(file.read_bytes())
+    hash_path(digest, Path(model_dir))  # same-shape but different weights must not resume (as sft and rl)
     if corpus or not config.dataset:
         for file in local_files(corpus or config.corpus):
             digest.update(file.read_bytes())
