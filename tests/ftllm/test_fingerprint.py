@@ -5,12 +5,18 @@ from ftllm.train.checkpoints import run_fingerprint
 from ftllm.train.sft import SFTConfig
 
 
-def test_same_size_new_weights_changes_the_fingerprint(tmp_path):
+def _model(tmp_path):
+    """A model folder with a config and 4 KiB of "weights"; returns (folder, weights file)."""
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
     weights = model / "model.safetensors"
     weights.write_bytes(b"\x00" * 4096)
+    return model, weights
+
+
+def test_same_size_new_weights_changes_the_fingerprint(tmp_path):
+    model, weights = _model(tmp_path)
     data = tmp_path / "rows.jsonl"
     data.write_text('{"problem": "p"}\n')
     config = SFTConfig()
@@ -24,11 +30,7 @@ def test_same_size_new_weights_changes_the_fingerprint(tmp_path):
 def test_cpt_fingerprint_also_sees_new_weights(tmp_path):
     from ftllm.train.cpt import CPTConfig, run_fingerprint as cpt_fingerprint
 
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    weights = model / "model.safetensors"
-    weights.write_bytes(b"\x00" * 4096)
+    model, weights = _model(tmp_path)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("text\n")
     config = CPTConfig(rope_theta=1e6)
