@@ -76,17 +76,18 @@ def break_ties(engine, prompts: list[list[int]], samples: list[list], votes: lis
     """
     from ftllm.infer.vote import rerank, tied_for_first
 
-    wanted = [(k, i) for k, v in enumerate(votes) for i in tied_for_first(v) if samples[k][i].cumulative_logprob is None]
-    if wanted:
-        scores = engine.score_ids([prompts[k] for k, _ in wanted], [samples[k][i].token_ids or [] for k, i in wanted])
-        for (k, i), score in zip(wanted, scores):
-            samples[k][i].cumulative_logprob = score
-    out = list(votes)
-    for k, v in enumerate(votes):
-        tied = tied_for_first(v)
-        if wanted and tied and all(samples[k][i].cumulative_logprob is not None for i in tied):
-            out[k] = rerank(v, [c.cumulative_logprob for c in samples[k]], [c.text for c in samples[k]])
-    return out
+    tied = [tied_for_first(v) for v in votes]
+    wanted = [(k, i) for k, members in enumerate(tied) for i in members if samples[k][i].cumulative_logprob is None]
+    if not wanted:
+        return list(votes)  # no ties, or sampling already carried logprobs (the vote used them)
+    scores = engine.score_ids([prompts[k] for k, _ in wanted], [samples[k][i].token_ids or [] for k, i in wanted])
+    for (k, i), score in zip(wanted, scores):
+        samples[k][i].cumulative_logprob = score
+    return [
+        rerank(v, [c.cumulative_logprob for c in samples[k]], [c.text for c in samples[k]])
+        if tied[k] and all(samples[k][i].cumulative_logprob is not None for i in tied[k]) else v
+        for k, v in enumerate(votes)
+    ]
 
 
 # name -> function, or "module:function" imported on first use (strategies owned by other modules)

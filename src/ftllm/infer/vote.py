@@ -221,7 +221,6 @@ class StreamingVoter:
         self._result: tuple[dict, dict] | None = None
         self._local = _Voter(*args) if workers <= 0 else None
         if self._local is None:
-            answers_match("$1$", "$1$", "soft", timeout_s)  # warm caches before forking
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
             self._conn, child = ctx.Pipe()
             # not a daemon: daemons may not start the pool's workers; it exits when this end closes
