@@ -141,6 +141,23 @@ def test_guarded_pool_survives_hangs_deaths_and_errors():
     assert time.monotonic() - start < 20
 
 
+def _hold_progress_lock_forever(_):
+    from tqdm.auto import tqdm
+
+    with tqdm.get_lock():
+        time.sleep(60)
+
+
+def test_a_worker_killed_inside_a_progress_bar_does_not_wedge_the_parent():
+    from tqdm.auto import tqdm
+
+    list(tqdm(range(2), disable=True))  # the parent's tqdm lock exists before the fork, as in a stage
+    assert run_guarded(_hold_progress_lock_forever, [(0,)], workers=1, hard_timeout_s=1) == [None]
+    for lock in tqdm.get_lock().locks:  # a multiprocessing lock (shared across fork) and a thread lock
+        assert lock.acquire(timeout=5), "a killed worker left tqdm's lock held in the parent"
+        lock.release()
+
+
 def _adversarial(rng: random.Random) -> str:
     kind = rng.randrange(8)
     depth = rng.randint(5, 60)

@@ -103,34 +103,30 @@ def test_stage_hf_end_to_end(tmp_path, tiny_model):
 
 
 def _run_stage(params: Path, out: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     cmd = [sys.executable, str(STAGE), "--params", str(params), "--out", str(out), "--metrics", str(out.parent / "m.json")]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _stage_child(params: Path, out: Path) -> None:
-    os.environ["TQDM_DISABLE"] = "1"
-    load_stage_main()(["--params", str(params), "--out", str(out), "--metrics", str(out.parent / "m.json")])
+    # its own session: a kill takes the whole process group, so nothing outlives the test
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def _kill_after(params: Path, out: Path, shards_done: int, extra_s: float) -> None:
     """Start the stage, SIGKILL it once `shards_done` shard files exist plus a random delay (mid-shard, mid-write).
 
-    The stage runs in a forked process (torch already imported: a fresh interpreter per kill
-    would cost most of the test's time); the final run below is a real `python stages/generate.py`.
+    A fresh interpreter each time, not a fork of this one: a forked child shares tqdm's
+    multiprocessing lock with pytest, and a SIGKILL while it holds that lock wedges every later
+    progress bar in this process (every in-process stage test after this one would hang).
     """
-    import multiprocessing
-
-    proc = multiprocessing.get_context("fork").Process(target=_stage_child, args=(params, out))
-    proc.start()
-    deadline = time.monotonic() + 300
-    while len(list(out.glob("shard-*.parquet"))) < shards_done and proc.is_alive():
-        assert time.monotonic() < deadline, "stage made no progress"
-        time.sleep(0.01)
-    time.sleep(extra_s)
-    if proc.is_alive():
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.join()
+    proc = _run_stage(params, out)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(out.glob("shard-*.parquet"))) < shards_done and proc.poll() is None:
+            assert time.monotonic() < deadline, "stage made no progress"
+            time.sleep(0.01)
+        time.sleep(extra_s)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
 
 
 @pytest.mark.slow

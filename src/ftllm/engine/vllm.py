@@ -67,7 +67,7 @@ class VLLMEngine(Engine):
         requests = [{"prompt_token_ids": p} for p in prompts]
         report = (lambda out: on_finished(list(out.prompt_token_ids), _completions(out))) if on_finished else None
         with _finished_requests(self.llm, report):
-            outputs = self.llm.generate(requests, params, use_tqdm=True)
+            outputs = self.llm.generate(requests, params, use_tqdm=_progress_bar_wanted())
         return [_completions(out) for out in outputs]
 
     def score_ids(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float | None]:
@@ -140,3 +140,8 @@ def _finished_requests(llm, report):
         yield
     finally:
         del engine.step  # the instance attribute shadowed the class's method
+
+
+def _progress_bar_wanted() -> bool:
+    """False when TQDM_DISABLE is set: vLLM's bar divides by its elapsed time, which a disabled bar leaves at 0."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")

@@ -44,8 +44,26 @@ def _limit_memory() -> None:
         pass  # not Linux: rely on the time limit alone
 
 
+def own_progress_lock() -> None:
+    """Give this forked process its own tqdm lock (call first thing in a forked child).
+
+    tqdm guards its bars with a multiprocessing lock that a forked child shares with its parent.
+    A child killed while holding it (a hard timeout, a test's SIGKILL) leaves every later progress
+    bar in the parent waiting forever.
+    """
+    from tqdm import std
+
+    classes = [std.tqdm]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        if cls is std.tqdm or "_lock" in vars(cls):
+            cls.set_lock(threading.RLock())
+
+
 def _serve(conn, fn: Callable) -> None:
     """Worker loop: run tasks until the parent sends None."""
+    own_progress_lock()
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # timeouts would print whole answers
     _limit_memory()
     try:

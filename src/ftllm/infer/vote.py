@@ -35,7 +35,7 @@ import sympy
 
 from ftllm.grade import answer_text, answers_match, extract_answer
 from ftllm.grade.clean import boxed_spans
-from ftllm.infer.pool import GuardedPool, run_guarded
+from ftllm.infer.pool import GuardedPool, own_progress_lock, run_guarded
 
 
 @dataclasses.dataclass
@@ -283,6 +283,7 @@ class StreamingVoter:
 
 def _serve_voter(conn, args: tuple) -> None:
     """The voter process: apply messages from `StreamingVoter` to a `_Voter` until told to close."""
+    own_progress_lock()
     voter = _Voter(*args)
     try:
         while True:
