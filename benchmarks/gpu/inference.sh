@@ -14,11 +14,11 @@ for bench in "$@"; do
     generate) timeout 240 python3 benchmarks/generate_vs_engine.py --model /tmp/llama1b --units 8 --difficulties 5 \
                 --samples-per-cell 8 --shard-size 160 --max-new-tokens 512 --max-model-len 2048 \
                 --out "$out/generate_vs_engine.json" 2>&1 | grep -vE "INFO|it/s" | tail -30 ;;
-    predict) timeout 250 python3 benchmarks/predict_overhead.py --model /tmp/llama1b --dtype bfloat16 --problems 8 \
+    predict) timeout 400 python3 benchmarks/predict_overhead.py --model /tmp/llama1b --dtype bfloat16 --problems 8 \
                 --n 160 --max-new-tokens 256 --max-model-len 2048 --parse-workers 14 --repeats 2 --ablate-logprobs --compare-overlap \
                 --out "$out/predict_overhead.json" 2>&1 | grep -vE "INFO|it/s" | tail -30 ;;
-    predict-large) timeout 330 python3 benchmarks/predict_overhead.py --model /tmp/llama1b --dtype bfloat16 \
-                --problems 32 --n 160 --max-new-tokens 256 --max-model-len 2048 --parse-workers 14 --repeats 2 --compare-overlap \
+    predict-large) timeout 420 python3 benchmarks/predict_overhead.py --model /tmp/llama1b --dtype bfloat16 \
+                --problems 32 --n 160 --max-new-tokens 256 --max-model-len 2048 --parse-workers 14 --repeats 2 --ablate-scoring \
                 --out "$out/predict_overhead_32.json" 2>&1 | grep -vE "INFO|it/s" | tail -30 ;;
     rl) timeout 200 python3 benchmarks/rl_throughput.py --model /tmp/llama1b --use-vllm --dtype bfloat16 --steps 4 \
                 --num-generations 8 --max-completion-length 256 --out "$out/rl_throughput.json" 2>&1 \

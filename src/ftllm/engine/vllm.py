@@ -58,6 +58,7 @@ class VLLMEngine(Engine):
             # the sampled token's logprob only (enough for cumulative_logprob), and only when asked
             logprobs=0 if sampling.logprobs else None,
             skip_special_tokens=sampling.skip_special_tokens,
+            **_flat_logprobs(),
         )
 
     def generate_ids(
@@ -79,13 +80,13 @@ class VLLMEngine(Engine):
         todo = [i for i, (p, c) in enumerate(zip(prompts, continuations)) if c and len(p) + len(c) < limit]
         if not todo:
             return scores
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        # no text is wanted: detokenize=False also skips decoding every scored token's string
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0, detokenize=False, **_flat_logprobs())
         outputs = self.llm.generate([{"prompt_token_ids": prompts[i] + continuations[i]} for i in todo], params,
                                     use_tqdm=False)
         for i, out in zip(todo, outputs):
-            start = len(prompts[i])
-            entries = out.prompt_logprobs[start:]
-            scores[i] = float(sum(entry[tok].logprob for entry, tok in zip(entries, continuations[i])))
+            start, tokens = len(prompts[i]), continuations[i]
+            scores[i] = float(sum(out.prompt_logprobs[start + j][tok].logprob for j, tok in enumerate(tokens)))
         return scores
 
     def close(self) -> None:
@@ -145,3 +146,13 @@ def _finished_requests(llm, report):
 def _progress_bar_wanted() -> bool:
     """False when TQDM_DISABLE is set: vLLM's bar divides by its elapsed time, which a disabled bar leaves at 0."""
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
+
+
+def _flat_logprobs() -> dict:
+    """`flat_logprobs=True` where this vLLM has it: logprobs in a few flat lists, not a dict and an object per token.
+
+    The values are the same; only their container changes (it indexes like the list of dicts).
+    """
+    from vllm import SamplingParams
+
+    return {"flat_logprobs": True} if "flat_logprobs" in getattr(SamplingParams, "__struct_fields__", ()) else {}
