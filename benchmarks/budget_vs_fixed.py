@@ -10,7 +10,6 @@ per method to benchmarks/results/budget_vs_fixed.json.
 """
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import click
@@ -42,6 +41,7 @@ def main(model, backend, problems, n, round_size, max_new_tokens, temperature, f
     from ftllm.infer.predict import run_sc
     from ftllm.infer.strategies.compare import compare, evaluation_rows, prepare_model
     from ftllm.io import write_json
+    from ftllm.provenance import provenance
 
     path = prepare_model(model, cache_dir)
     rows = evaluation_rows(problems)
@@ -67,7 +67,7 @@ def main(model, backend, problems, n, round_size, max_new_tokens, temperature, f
         entry["within_budget"] = entry["seconds_total"] <= budgets[entry["strategy"]]
     setup = {"model": model, "backend": backend, "problems": len(rows), "n": n, "round_size": round_size,
              "max_new_tokens": max_new_tokens, "temperature": temperature, "fixed_seconds": fixed_s,
-             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads"}
+             "torch_threads": torch.get_num_threads()} | provenance()
     write_json(out, {"setup": setup, "table": table})
     click.echo(f"wrote {out}")
 

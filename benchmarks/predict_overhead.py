@@ -35,11 +35,8 @@ from __future__ import annotations
 
 import dataclasses
 import contextlib
-import datetime
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -82,6 +79,7 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
     from ftllm.infer import PredictConfig
     from ftllm.infer.strategies.compare import evaluation_rows
     from ftllm.io import write_json
+    from ftllm.provenance import provenance
 
     vote_n, vote_problems = vote_n or n, vote_problems or problems
     load_start = os.getloadavg()
@@ -136,12 +134,9 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
         "top_p": top_p, "seed": seed, "repeats": repeats, "parse_workers": parse_workers,
         "overlap_workers": config.overlap_workers,
         "vote_n": vote_n, "vote_problems": vote_problems,
-        "device": device_name(), "loadavg_start": [round(x, 2) for x in load_start],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "loadavg_start": [round(x, 2) for x in load_start],
         "note": "engine start-up excluded from both paths; one vllm.LLM shared; medians over repeats",
-    }
+    } | provenance()
     write_json(out, result)
     click.echo(f"wall_ratio {result['wall_ratio']:.3f} (target <= {WALL_RATIO_TARGET}), "
                f"vote_fraction {result['vote_fraction']:.4f} at N={vote_n} (target <= {VOTE_FRACTION_TARGET}) -> {out}")
@@ -179,7 +174,7 @@ def warm_up(engine, config, rows: list[dict]) -> None:
     """One short pass through both paths: compiled kernels, CUDA graphs, Math-Verify's imports and caches."""
     import dataclasses
 
-    from ftllm.infer.vote import Ballot, tied_for_first, vote_many
+    from ftllm.infer.vote import Ballot, vote_many
 
     short = dataclasses.replace(config.sampling, n=min(config.sampling.n, 4), max_new_tokens=8)
     prompts = prompt_ids(engine, config, rows)
@@ -353,16 +348,6 @@ def summarize(bare: list[dict], timed: list[dict], vote_run: dict) -> dict:
         "bare_runs_s": [round(b["seconds"], 3) for b in bare],
         "predict_runs_s": [round(t["seconds"], 3) for t in timed],
     }
-
-
-def device_name() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU")
-    return f"CPU: {model}, {os.cpu_count()} cores"
 
 
 def package_version(name: str) -> str | None:

@@ -16,22 +16,12 @@ compilation/warm-up and is reported separately.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
-
-def device_name() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+from ftllm.provenance import provenance
 
 
 def parse_args(argv=None):
@@ -93,10 +83,8 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     result = {
-        "device": device_name(),
         "load_average_1m_at_start": os.getloadavg()[0],  # shared CPU boxes: other jobs slow every number
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        **provenance(),
         "generation": "vllm-" + args.vllm_mode if args.use_vllm else "transformers",
         "model": args.model or "tiny random llama (4 layers, hidden 128)",
         "settings": {k: v for k, v in vars(args).items() if k != "out"},

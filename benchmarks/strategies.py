@@ -36,7 +36,6 @@ CACHE = Path.home() / ".cache" / "ftllm-bench"  # converted / built models for t
 @click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results/strategies.json"))
 def main(model, backend, problems, n, max_new_tokens, strategies, encoder, index, cache_dir, out) -> None:
     """Run the chosen strategies on the same problems and write one comparison table."""
-    import platform
     from types import SimpleNamespace
 
     import torch
@@ -48,6 +47,7 @@ def main(model, backend, problems, n, max_new_tokens, strategies, encoder, index
     from ftllm.infer.strategies import STRATEGY_FUNCTIONS
     from ftllm.infer.strategies.compare import compare, evaluation_rows, prepare_model
     from ftllm.io import write_json, write_jsonl
+    from ftllm.provenance import provenance
 
     path = prepare_model(model, cache_dir)
     rows = evaluation_rows(problems)
@@ -74,8 +74,7 @@ def main(model, backend, problems, n, max_new_tokens, strategies, encoder, index
             strategy = get_strategy(name) if name == "sc" else _load(STRATEGY_FUNCTIONS[name])
             table += compare(engine, rows, {name: (strategy, config)})
     setup = {"model": model, "backend": backend, "problems": len(rows), "n": n, "max_new_tokens": max_new_tokens,
-             "retrieval_encoder": encoder or f"{model} (stand-in)", "machine": f"{platform.machine()}, "
-             f"{torch.get_num_threads()} torch threads"}
+             "retrieval_encoder": encoder or f"{model} (stand-in)", "torch_threads": torch.get_num_threads()} | provenance()
     write_json(out, {"setup": setup, "table": table})
     click.echo(f"wrote {out}")
 
