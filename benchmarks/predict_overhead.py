@@ -271,9 +271,9 @@ def run_predict(engine, config, rows: list[dict], out_dir: Path) -> dict:
 
     original_break_ties = ftllm.infer.predict.break_ties
 
-    def break_ties(engine, prompts, samples, votes):
+    def break_ties(engine, prompt_of, samples, votes):
         tied[0] += sum(bool(tied_for_first(v)) for v in votes)
-        return original_break_ties(engine, prompts, samples, votes)
+        return original_break_ties(engine, prompt_of, samples, votes)
 
     def timed(fn, keep_ballots=False, also=None):
         """`fn` with its seconds added to the post-generation vote time (and to `also`)."""

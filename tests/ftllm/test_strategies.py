@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from ftllm.config import EngineSpec, build
-from ftllm.engine import Completion, make_engine
+from ftllm.engine import Completion, Engine, make_engine
 from ftllm.infer import PredictConfig
 from ftllm.infer.sandbox import SandboxLimits
 from ftllm.infer.strategies import STRATEGY_FUNCTIONS
@@ -52,6 +52,9 @@ class Recorder:
     def generate(self, prompts, sampling):
         self.texts.append((list(prompts), sampling))
         return self.engine.generate(prompts, sampling)
+
+    def __getattr__(self, name):  # render_chats, score_ids: the wrapped engine's
+        return getattr(self.engine, name)
 
 
 class Scripted:
@@ -113,6 +116,43 @@ def test_aggregation_prompt_shows_the_problem_and_candidates():
     assert text.startswith("PROBLEM {x}")
     assert "Solution 1 ----\nfirst \\boxed{1}" in text and "Solution 2 ----\nsecond \\boxed{2}" in text
     assert "\\boxed{}" in text
+
+
+class Cycling(Engine):
+    """Hands out `texts` round robin across calls; a prompt's "ids" are its last turn's length.
+
+    `score_ids` scores a sample by its text and records the prompts it was asked about.
+    """
+
+    def __init__(self, texts, scores):
+        self.texts, self.scores, self.drawn, self.scored = texts, scores, 0, []
+        self.spec = SimpleNamespace(chat_template=None)
+
+    def render_chats(self, conversations, **kwargs):
+        return [[len(c[-1]["content"])] for c in conversations]
+
+    def generate_ids(self, prompts, sampling, on_finished=None):
+        outs = []
+        for _ in prompts:
+            picks = [(self.drawn + j) % len(self.texts) for j in range(sampling.n)]
+            self.drawn += sampling.n
+            outs.append([Completion(self.texts[j], 1, None, "stop", token_ids=[j]) for j in picks])
+        return outs
+
+    def score_ids(self, prompts, continuations):
+        self.scored.append([p[0] for p in prompts])
+        return [self.scores[self.texts[c[0]]] for c in continuations]
+
+
+def test_rsa_breaks_a_tie_by_scoring_each_member_after_its_own_aggregation_prompt():
+    engine = Cycling(["\\boxed{2}", "\\boxed{3}", "\\boxed{7}"], {"\\boxed{2}": -9.0, "\\boxed{3}": -1.0, "\\boxed{7}": -5.0})
+    config = make_config(rsa=RSAConfig(population=3, subset=2, loops=1))
+    result, = run_rsa(engine, ROWS[:1], config)
+    assert result.output == "\\boxed{3}"  # three singletons: the best-scored wins, not the first
+    (scored,) = engine.scored  # one pass, the three tied members, each after an aggregation prompt
+    assert len(scored) == 3 and len(set(scored)) >= 1
+    assert all(length > len(ROWS[0]["problem"]) + 20 for length in scored)  # not the bare problem prompt
+    assert [c.cumulative_logprob for c in result.samples] == [-9.0, -1.0, -5.0]
 
 
 @pytest.mark.slow

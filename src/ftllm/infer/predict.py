@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult
+from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties
 
 TEMPLATE_FIELDS = ("problem", "category", "unit")
 
@@ -60,33 +60,10 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
             ballots, workers=config.parse_workers, timeout_s=config.parse_timeout_s,
             cluster_timeout_s=config.vote_timeout_s, progress=True, parsed=voter.parsed(), clustered=voter.votes(),
         )
-    votes = break_ties(engine, prompts, samples, votes)
+    votes = break_ties(engine, lambda k, i: prompts[k], samples, votes)
     return [
         StrategyResult(v.output or EMPTY_OUTPUT, list(cs), sum(c.num_tokens for c in cs), seconds, {"vote": v})
         for cs, v in zip(samples, votes)
-    ]
-
-
-def break_ties(engine, prompts: list[list[int]], samples: list[list], votes: list) -> list:
-    """Votes whose winner is tied on size, re-ranked by the tied samples' summed log-probabilities.
-
-    Sampling skips per-token logprobs (`sampling.logprobs`, off by default: costly in vLLM), so the
-    samples of tied classes are scored afterwards in one prefill pass; ties are rare at large n.
-    A tie stays with first appearance when some tied sample cannot be scored.
-    """
-    from ftllm.infer.vote import rerank, tied_for_first
-
-    tied = [tied_for_first(v) for v in votes]
-    wanted = [(k, i) for k, members in enumerate(tied) for i in members if samples[k][i].cumulative_logprob is None]
-    if not wanted:
-        return list(votes)  # no ties, or sampling already carried logprobs (the vote used them)
-    scores = engine.score_ids([prompts[k] for k, _ in wanted], [samples[k][i].token_ids or [] for k, i in wanted])
-    for (k, i), score in zip(wanted, scores):
-        samples[k][i].cumulative_logprob = score
-    return [
-        rerank(v, [c.cumulative_logprob for c in samples[k]], [c.text for c in samples[k]])
-        if tied[k] and all(samples[k][i].cumulative_logprob is not None for i in tied[k]) else v
-        for k, v in enumerate(votes)
     ]
 
 

@@ -6,7 +6,7 @@
    representative it matches *in both directions* under the problem's `evaluation_method`
    (Math-Verify is not symmetric, and a vote must not merge what the grader would split).
 3. The largest class wins; ties go to the larger summed log-probability, then to first appearance.
-   (Sampling skips per-token logprobs by default; `ftllm.infer.predict.break_ties` scores just the
+   (Sampling skips per-token logprobs by default; `ftllm.infer.strategies.base.break_ties` scores just the
    tied samples afterwards and calls `rerank`.)
 4. `output` is `\\boxed{answer}` with the class's most frequent spelling (the shortest on a tie),
    never the reasoning. If no sample parses, `output` boxes the most common raw `\\boxed{}`

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 from ftllm.engine import Completion
 
@@ -37,6 +38,32 @@ def problem_chat(row: dict, config) -> list[dict]:
     return predict.build_conversation(row, config)
 
 
+def break_ties(engine, prompt_of: Callable[[int, int], list[int]], samples: list[list[Completion]],
+               votes: list) -> list:
+    """Votes whose winner is tied on size, re-ranked by the tied samples' summed log-probabilities.
+
+    Sampling skips per-token logprobs (`sampling.logprobs`, off by default: costly in vLLM), so the
+    samples of tied classes are scored afterwards in one prefill pass (`engine.score_ids`); ties
+    are rare at large n. `prompt_of(k, i)` is the token ids sample i of problem k was drawn from
+    (asked only for tied samples). A tie stays with first appearance when some tied sample cannot
+    be scored.
+    """
+    from ftllm.infer.vote import rerank, tied_for_first
+
+    tied = [tied_for_first(v) for v in votes]
+    wanted = [(k, i) for k, members in enumerate(tied) for i in members if samples[k][i].cumulative_logprob is None]
+    if not wanted:
+        return list(votes)  # no ties, or sampling already carried logprobs (the vote used them)
+    scores = engine.score_ids([prompt_of(k, i) for k, i in wanted], [samples[k][i].token_ids or [] for k, i in wanted])
+    for (k, i), score in zip(wanted, scores):
+        samples[k][i].cumulative_logprob = score
+    return [
+        rerank(v, [c.cumulative_logprob for c in samples[k]], [c.text for c in samples[k]])
+        if tied[k] and all(samples[k][i].cumulative_logprob is not None for i in tied[k]) else v
+        for k, v in enumerate(votes)
+    ]
+
+
 def vote_problems(samples: list[list[Completion]], rows: list[dict], config=None) -> list:
     """One `Vote` per problem (equivalence classes under each row's grading method), one parse pool for all."""
     from ftllm.infer.vote import Ballot, vote_many
@@ -52,14 +79,17 @@ def vote_problems(samples: list[list[Completion]], rows: list[dict], config=None
 
 def voted_results(
     samples: list[list[Completion]], tokens: list[int], problems: list[dict], config, watch: Stopwatch,
-    details: list[dict],
+    details: list[dict], engine=None, prompt_of: Callable[[int, int], list[int]] | None = None,
 ) -> list[StrategyResult]:
     """Vote each problem's final samples and return its result; `details[i]` joins the vote in `info`.
 
-    The vote runs once for all problems, so its wall time is split over all of them.
+    With `engine` and `prompt_of` (see `break_ties`), ties are broken by the tied samples' summed
+    log-probabilities. The vote runs once for all problems, so its wall time is split over all of them.
     """
     start = watch.clock()
     votes = vote_problems(samples, problems, config)
+    if engine is not None and prompt_of is not None:
+        votes = break_ties(engine, prompt_of, samples, votes)
     watch.charge(list(range(len(problems))), start)
     return [
         StrategyResult(

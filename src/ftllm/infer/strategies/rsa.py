@@ -80,6 +80,7 @@ def run_rsa(engine, problems: list[dict], config) -> list[StrategyResult]:
     start = watch.clock()
     sampling = dataclasses.replace(config.sampling, n=rsa.population)
     population = engine.chat(chats, sampling, **template_kwargs)
+    member_chats = [[chat] * len(completions) for chat, completions in zip(chats, population)]
     watch.charge(everyone, start)
     for i, completions in enumerate(population):
         tokens[i] += sum(c.num_tokens for c in completions)
@@ -96,9 +97,14 @@ def run_rsa(engine, problems: list[dict], config) -> list[StrategyResult]:
         start = watch.clock()
         outs = engine.chat(prompts, one, **template_kwargs)
         watch.charge(everyone, start)
-        population = [[] for _ in problems]
-        for i, completions in zip(owners, outs):
+        population, member_chats = [[] for _ in problems], [[] for _ in problems]
+        for i, chat, completions in zip(owners, prompts, outs):
             population[i].extend(completions)
+            member_chats[i].extend([chat] * len(completions))
             tokens[i] += sum(c.num_tokens for c in completions)
 
-    return voted_results(population, tokens, problems, config, watch, [{"loops": rsa.loops}] * len(problems))
+    def prompt_of(k: int, i: int) -> list[int]:  # the aggregation prompt member i was sampled from
+        return engine.render_chats([member_chats[k][i]], **template_kwargs)[0]
+
+    return voted_results(population, tokens, problems, config, watch, [{"loops": rsa.loops}] * len(problems),
+                         engine=engine, prompt_of=prompt_of)
