@@ -41,6 +41,33 @@ class FakeEngine:
         return outs
 
 
+class ScoringEngine(FakeEngine):
+    """Samples without logprobs and scores tied samples afterwards (a prefill: half a sampling call's cost).
+
+    A sample's score is `scores[answer]`; its token ids are [index of its answer in the choices].
+    """
+
+    def __init__(self, clock, answers, cost, scores: dict[str, float] | None = None, seed: int = 0):
+        super().__init__(clock, answers, cost, seed)
+        self.scores, self.scored = scores or {}, []
+
+    def chat(self, conversations, sampling, **kwargs):
+        outs = super().chat(conversations, sampling, **kwargs)
+        for chat, completions in zip(conversations, outs):
+            choices = self.answers[chat[-1]["content"]]
+            for c in completions:
+                c.cumulative_logprob, c.token_ids = None, [choices.index(c.text[len("so \\boxed{"):-1])]
+        return outs
+
+    def render_chats(self, conversations, **kwargs):
+        return [[0] for _ in conversations]
+
+    def score_ids(self, prompts, continuations):
+        self.scored.append(len(prompts))
+        self.clock.now += self.cost(len(prompts), self.rng) / 2
+        return [self.scores.get(str(c[0]), -float(c[0])) for c in continuations]
+
+
 def make_config(**budget) -> PredictConfig:
     return build(
         PredictConfig,
@@ -67,10 +94,11 @@ def batched(per_sample: float, overhead: float):
     "cost", [linear(0.5), linear(0.1, overhead=3.0), batched(0.3, 2.0)], ids=["linear", "overhead", "batched"]
 )
 @pytest.mark.parametrize("time_budget_s", [20.0, 75.0, 300.0])
-def test_never_exceeds_the_budget_and_every_row_gets_output(cost, time_budget_s):
+@pytest.mark.parametrize("engine_class", [FakeEngine, ScoringEngine], ids=["logprobs", "tie-scoring"])
+def test_never_exceeds_the_budget_and_every_row_gets_output(cost, time_budget_s, engine_class):
     clock = FakeClock()
     answers = {f"problem {i}": ["1", "2", "3", "4"] for i in range(12)}  # never decided early
-    engine = FakeEngine(clock, answers, cost)
+    engine = engine_class(clock, answers, cost)
     config = make_config(time_budget_s=time_budget_s, round_size=2, max_n=16, reserve_s=0.0, safety=1.3)
     start = clock.now
     results = run_budget(engine, rows_for(answers), config, clock=clock)
@@ -94,6 +122,24 @@ def test_spends_the_budget_rather_than_stopping_early():
     assert used <= 50.0
     assert used >= 50.0 - 8.0  # the last call (4 problems x 2 samples = 8 s) did not fit any more
     assert sum(len(r.samples) for r in results) == used  # 1 s per sample
+
+
+def test_final_ties_are_broken_by_score_when_the_pass_fits():
+    answers, scores = {"tie": ["1", "2"]}, {"0": -1.0, "1": -5.0}  # "1" scores better; "2" is drawn first
+
+    def run(time_budget_s: float):
+        engine = ScoringEngine(FakeClock(), answers, linear(0.5), scores=scores)
+        engine.rng.choice = lambda choices: choices[len(engine.calls) % 2]  # "2" then "1": two tied singletons
+        config = make_config(time_budget_s=time_budget_s, round_size=1, max_n=2, min_n=2, reserve_s=0.0,
+                             probe_problems=1, safety=1.0)
+        (result,) = run_budget(engine, rows_for(answers), config, clock=engine.clock)
+        assert len(result.samples) == 2
+        return engine, result
+
+    engine, result = run(100.0)
+    assert engine.scored == [2] and result.output == "\\boxed{1}"  # the better-scored of the tied answers
+    engine, result = run(1.2)  # two 0.5 s calls fit; a third (or the scoring pass) would not
+    assert engine.scored == [] and result.output == "\\boxed{2}"  # no time left: first appearance
 
 
 def test_no_time_at_all_still_answers_every_row():

@@ -18,7 +18,9 @@ first call has nothing to be estimated from, so it is a small probe (`probe_prob
 A call's measured time includes voting its samples; the budget starts when `run_budget`
 is called (load the engine first) and `reserve_s` is held back for writing the outputs.
 Rows left without time keep what they have ("budget"); every row always gets an `output`:
-the vote over its samples, or an empty `\\boxed{}` when it has none.
+the vote over its samples, or an empty `\\boxed{}` when it has none. Final votes tied on size are
+re-ranked by the tied samples' summed log-probability (one scoring pass) only when the same
+estimate says that pass still fits; otherwise the tie stays with first appearance.
 
     results = run_budget(engine, rows, predict_config)  # registered as strategy "budget"
 """
@@ -29,7 +31,7 @@ import logging
 import time
 from typing import Callable
 
-from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, problem_chat, vote_problems
+from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties, problem_chat, vote_problems
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +160,33 @@ def run_budget(engine, problems: list[dict], config, clock: Callable[[], float] 
             for i in batch:
                 state[i].seconds += elapsed / len(batch)
         log.info("round %d: %d problems still undecided", round_index + 1, sum(p.stop is None for p in state))
+    _break_final_ties(engine, state, chats, template_kwargs, timer, deadline, clock, budget.round_size)
     return _results(state, budget.max_n // budget.round_size, calls)
+
+
+def _break_final_ties(engine, state: list[_Problem], chats, template_kwargs, timer: _CallTimer, deadline: float,
+                      clock: Callable[[], float], per_problem: int) -> None:
+    """Re-rank final votes tied on size by the tied samples' summed log-probability, if that fits the budget.
+
+    Scoring is one prefill of the tied samples, cheaper than sampling as many; it runs only when
+    sampling that many would still fit before the deadline (the estimate that paces the rounds).
+    Engines that cannot score keep first appearance.
+    """
+    from ftllm.infer.vote import tied_for_first
+
+    tied = [k for k, p in enumerate(state) if p.vote is not None and tied_for_first(p.vote)]
+    if not tied or timer.last is None or not hasattr(engine, "score_ids"):
+        return
+    samples = sum(len(tied_for_first(state[k].vote)) for k in tied)
+    needed = -(-samples // per_problem)
+    if timer.largest_fitting(deadline - clock(), per_problem, needed) < needed:
+        return
+    t0 = clock()
+    votes = break_ties(engine, lambda j, i: engine.render_chats([chats[tied[j]]], **template_kwargs)[0],
+                       [state[k].samples for k in tied], [state[k].vote for k in tied])
+    for k, vote in zip(tied, votes):
+        state[k].vote, state[k].output = vote, vote.output or EMPTY_OUTPUT
+        state[k].seconds += (clock() - t0) / len(tied)
 
 
 def _stop_for_budget(state: list[_Problem]) -> None:
