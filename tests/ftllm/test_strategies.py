@@ -189,6 +189,8 @@ def test_s1_appends_wait_until_ignores_run_out_then_forces_the_answer(tokenizer)
     assert all(p.endswith("Wait thinking\n</think>\nAnswer: ") for p in answer)
     (result,) = results
     assert result.output == "\\boxed{2}" and result.info["ignores"] == 4  # 2 traces x 2 ignores
+    # a trace's logprob sums its four sampled pieces (thinking, two continuations, answer), never "Wait"
+    assert [c.cumulative_logprob for c in result.samples] == [-2.0, -2.0]
 
 
 def test_s1_does_not_wait_once_the_thinking_budget_is_spent(tokenizer):
@@ -239,6 +241,7 @@ def test_tir_runs_code_and_feeds_the_output_back(tokenizer):
     assert "made-up text" not in trace  # what followed the closing fence was dropped
     assert trace.endswith("```output\n42\n```\nSo the answer is \\boxed{42}.")
     assert "Python" in scripted.prompts[0][0]  # the TIR instruction reached the prompt
+    assert result.samples[0].cumulative_logprob == -1.0  # two sampled pieces; the tool output is not sampled
 
 
 def test_tir_stops_after_max_calls(tokenizer):

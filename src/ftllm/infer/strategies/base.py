@@ -175,6 +175,16 @@ def continue_traces(engine, traces: list, prompt_of, sampling, total: int, seed:
             watch.charge(sorted({trace.problem for trace in group}), start)
 
 
+def add_logprob(total: float | None, completion: Completion) -> float | None:
+    """A multi-call trace's summed log-probability so far: None once any piece came without one.
+
+    Only sampled tokens count; text the strategy inserts ("Wait", tool output) has no logprob.
+    """
+    if total is None or completion.cumulative_logprob is None:
+        return None
+    return total + completion.cumulative_logprob
+
+
 def round_seed(config, step: int) -> int | None:
     """The sampling seed of continuation round `step` (1, 2, ...): each round draws new samples, reproducibly."""
     return None if config.sampling.seed is None else config.sampling.seed + step

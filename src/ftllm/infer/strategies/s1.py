@@ -21,7 +21,7 @@ import dataclasses
 
 from ftllm.engine import Completion
 from ftllm.infer.strategies.base import (
-    StrategyResult, Stopwatch, continue_traces, problem_chat, render_text, round_seed, voted_results,
+    StrategyResult, Stopwatch, add_logprob, continue_traces, problem_chat, render_text, round_seed, voted_results,
 )
 
 
@@ -55,6 +55,7 @@ class _Trace:
     ignores: int = 0
     open: bool = True  # still thinking
     answer: Completion | None = None
+    logprob: float | None = 0.0  # summed over every sampled piece (thinking, continuations, answer)
 
 
 def run_s1(engine, problems: list[dict], config) -> list[StrategyResult]:
@@ -70,7 +71,8 @@ def run_s1(engine, problems: list[dict], config) -> list[StrategyResult]:
     traces = []
     for i, completions in enumerate(engine.generate(prefixes, sampling)):
         for c in completions:
-            traces.append(_Trace(i, c.text, c.num_tokens, open=c.finish_reason == "stop"))
+            traces.append(_Trace(i, c.text, c.num_tokens, open=c.finish_reason == "stop",
+                                 logprob=c.cumulative_logprob))
     watch.charge(list(range(len(problems))), start)
 
     for step in range(s1.num_ignore):
@@ -96,6 +98,7 @@ def run_s1(engine, problems: list[dict], config) -> list[StrategyResult]:
     for t, (c,) in zip(traces, outs):
         t.answer = c
         t.tokens += c.num_tokens
+        t.logprob = add_logprob(t.logprob, c)
     watch.charge(list(range(len(problems))), start)
     return _results(traces, problems, config, watch)
 
@@ -103,6 +106,7 @@ def run_s1(engine, problems: list[dict], config) -> list[StrategyResult]:
 def _add_thinking(trace: _Trace, completion: Completion) -> None:
     trace.thinking += completion.text
     trace.tokens += completion.num_tokens
+    trace.logprob = add_logprob(trace.logprob, completion)
     trace.open = completion.finish_reason == "stop"  # stopped on the end of thinking, not out of budget
 
 
@@ -116,7 +120,7 @@ def _results(traces: list[_Trace], problems: list[dict], config, watch: Stopwatc
         # box in the thinking is the fallback when the answer has none
         text = t.thinking + answer_start + t.answer.text
         samples[t.problem].append(Completion(
-            text=text, num_tokens=t.tokens, cumulative_logprob=t.answer.cumulative_logprob,
+            text=text, num_tokens=t.tokens, cumulative_logprob=t.logprob,
             finish_reason=t.answer.finish_reason,
         ))
         tokens[t.problem] += t.tokens

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ftllm.engine import Completion
 from ftllm.infer.sandbox import SandboxLimits, run_code
 from ftllm.infer.strategies.base import (
-    StrategyResult, Stopwatch, continue_traces, problem_chat, render_text, round_seed, voted_results,
+    StrategyResult, Stopwatch, add_logprob, continue_traces, problem_chat, render_text, round_seed, voted_results,
 )
 
 INSTRUCTION = (
@@ -64,6 +64,7 @@ class _Trace:
     pending: str | None = None  # a code block waiting for the sandbox
     done: bool = False
     last: Completion | None = None
+    logprob: float | None = 0.0  # summed over every sampled continuation (tool output is not sampled)
 
 
 def find_code_block(text: str, start: int, config: TIRConfig) -> tuple[str, int] | None:
@@ -146,6 +147,7 @@ def _take(trace: _Trace, completion: Completion, tir: TIRConfig, budget: int) ->
     """Add a continuation to a trace and decide whether a code block runs next or the trace ends."""
     trace.tokens += completion.num_tokens
     trace.last = completion
+    trace.logprob = add_logprob(trace.logprob, completion)
     text = trace.text + completion.text
     block = find_code_block(text, trace.scanned, tir)
     if block and trace.calls < tir.max_calls and trace.tokens < budget:
@@ -161,7 +163,7 @@ def _results(traces: list[_Trace], problems: list[dict], config, watch: Stopwatc
     calls = [0] * len(problems)
     for t in traces:
         samples[t.problem].append(Completion(
-            text=t.text, num_tokens=t.tokens, cumulative_logprob=t.last.cumulative_logprob if t.last else None,
+            text=t.text, num_tokens=t.tokens, cumulative_logprob=t.logprob if t.last else None,
             finish_reason=t.last.finish_reason if t.last else "stop",
         ))
         tokens[t.problem] += t.tokens
