@@ -16,32 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import os
-import platform
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ftllm.provenance import provenance
+
 RESULT = Path(__file__).resolve().parent / "results" / "generate_vs_engine.json"
-
-
-def describe_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {model} ({os.cpu_count()} cores)"
 
 
 def build_config(model: str, args):
@@ -147,9 +128,7 @@ def main() -> None:
         "ratio": round(stage_tps / bare_tps, 4),
         "stage_tokens_per_s": round(stage_tps, 2),
         "bare_tokens_per_s": round(bare_tps, 2),
-        "device": describe_device(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        **provenance(),
         "model": args.model,
         "prompts": sum(len(r) for r, _ in calls),
         "samples": sum(len(r) * p.n for r, p in calls),

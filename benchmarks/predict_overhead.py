@@ -92,11 +92,12 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
     with make_engine(config.engine) as engine, tempfile.TemporaryDirectory() as work:
         warm_up(engine, config, rows[:problems])
         bare, timed, serial = [], [], []
-        ablations = {name: [] for name in (BARE_VARIANTS if ablate_logprobs else {})}
+        variants = BARE_VARIANTS if ablate_logprobs else {}
+        ablations = {name: [] for name in variants}
         no_overlap = dataclasses.replace(config, overlap_workers=0)
         for i in range(repeats):
             bare.append(run_bare(engine, config, rows[:problems]))
-            for name, extra in BARE_VARIANTS.items() if ablate_logprobs else ():
+            for name, extra in variants.items():
                 ablations[name].append(run_bare(engine, config, rows[:problems], **extra))
             timed.append(run_predict(engine, config, rows[:problems], Path(work) / f"predict-{i}"))
             if compare_overlap:
@@ -119,10 +120,10 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
             "runs_s": [round(t["seconds"], 3) for t in serial],
         }
     if ablations:  # each variant's median time, and its ratio to the plain bare call of the same repeats
-        result["ablation"] = {name: {"seconds": round(statistics.median(b["seconds"] for b in runs), 3),
-                                     "ratio": round(statistics.median(b["seconds"] for b in runs) / result["bare_s"], 4),
+        medians = {name: statistics.median(b["seconds"] for b in runs) for name, runs in ablations.items()}
+        result["ablation"] = {name: {"seconds": round(seconds, 3), "ratio": round(seconds / result["bare_s"], 4),
                                      "sampling_params": BARE_VARIANTS[name]}
-                              for name, runs in ablations.items()}
+                              for name, seconds in medians.items()}
         result["bare_logprobs_s"] = result["ablation"]["logprobs"]["seconds"]
         result["logprobs_ratio"] = result["ablation"]["logprobs"]["ratio"]
     if scoring:
@@ -197,7 +198,7 @@ def time_scoring(engine, config, row: dict) -> dict:
     """The tie-break's worst case: every sample of one problem tied (all distinct answers), scored in one pass.
 
     `default` is a prefill with `prompt_logprobs=0` and vLLM's other defaults (detokenized, a dict per
-    position); `score_ids` is the engine's own call. Each runs once untimed, then `repeats` times.
+    position); `score_ids` is the engine's own call. Each runs once untimed, then three times (median).
     """
     from vllm import SamplingParams
 

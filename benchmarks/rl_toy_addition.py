@@ -14,13 +14,12 @@ reward, the advantages and the loss push the policy the right way.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ftllm.provenance import provenance
 
 
 def problems() -> list[dict]:
@@ -91,9 +90,8 @@ def main(argv=None) -> None:
     third = max(len(curve) // 3, 1)
 
     result = {
-        "device": f"cpu, {torch.get_num_threads()} threads",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        **provenance(),
+        "torch_threads": torch.get_num_threads(),
         "task": "single-digit addition a+b= -> \\boxed{a+b}, 100 problems, tiny random llama (4 layers, hidden 128)",
         "settings": vars(args),
         "pass_rate_after_sft": before,

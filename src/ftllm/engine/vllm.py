@@ -7,6 +7,7 @@ prompts, and `LLM.llm_engine.step()` (which `LLM.generate` calls in a loop until
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 
@@ -160,6 +161,7 @@ def _progress_bar_wanted() -> bool:
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
 
 
+@functools.cache
 def _flat_logprobs() -> dict:
     """`flat_logprobs=True` where this vLLM has it: logprobs in a few flat lists, not a dict and an object per token.
 

@@ -31,7 +31,8 @@ import logging
 import time
 from typing import Callable
 
-from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties, problem_chat, vote_problems
+from ftllm.infer.strategies.base import (EMPTY_OUTPUT, StrategyResult, break_ties, chat_prompts, problem_chat,
+                                         vote_problems)
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +183,12 @@ def _break_final_ties(engine, state: list[_Problem], chats, template_kwargs, tim
     if timer.largest_fitting(deadline - clock(), per_problem, needed) < needed:
         return
     t0 = clock()
-    votes = break_ties(engine, lambda j, i: engine.render_chats([chats[tied[j]]], **template_kwargs)[0],
+    votes = break_ties(engine, chat_prompts(engine, [chats[k] for k in tied], template_kwargs),
                        [state[k].samples for k in tied], [state[k].vote for k in tied])
+    elapsed = clock() - t0
     for k, vote in zip(tied, votes):
         state[k].vote, state[k].output = vote, vote.output or EMPTY_OUTPUT
-        state[k].seconds += (clock() - t0) / len(tied)
+        state[k].seconds += elapsed / len(tied)
 
 
 def _stop_for_budget(state: list[_Problem]) -> None:

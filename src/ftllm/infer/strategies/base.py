@@ -8,6 +8,7 @@ strategy's own block, e.g. `config.rsa`). One result per row, in order.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Callable
 
@@ -62,6 +63,15 @@ def break_ties(engine, prompt_of: Callable[[int, int], list[int]], samples: list
         if tied[k] and all(samples[k][i].cumulative_logprob is not None for i in tied[k]) else v
         for k, v in enumerate(votes)
     ]
+
+
+def chat_prompts(engine, chats: list, template_kwargs: dict) -> Callable[[int, int], list[int]]:
+    """`prompt_of` for `break_ties` when every sample of problem k came from `chats[k]`.
+
+    Each chat is rendered once, on first use: only problems with a tie need their prompt.
+    """
+    rendered = functools.cache(lambda k: engine.render_chats([chats[k]], **template_kwargs)[0])
+    return lambda k, i: rendered(k)
 
 
 def vote_problems(samples: list[list[Completion]], rows: list[dict], config=None) -> list:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ftllm.infer.strategies.base import (EMPTY_OUTPUT, StrategyResult, Stopwatch, break_ties, problem_chat,
-                                         vote_problems)
+from ftllm.infer.strategies.base import (EMPTY_OUTPUT, StrategyResult, Stopwatch, break_ties, chat_prompts,
+                                         problem_chat, vote_problems)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +155,7 @@ def run_retrieval(engine, problems: list[dict], config, index: list[dict] | None
     chats = [few_shot_chat(row, shots, config, retrieval) for row, shots in zip(problems, neighbours)]
     template_kwargs = dict(getattr(config, "chat_template_kwargs", None) or {})
     samples = engine.chat(chats, config.sampling, **template_kwargs)
-    votes = break_ties(engine, lambda k, i: engine.render_chats([chats[k]], **template_kwargs)[0], samples,
+    votes = break_ties(engine, chat_prompts(engine, chats, template_kwargs), samples,
                        vote_problems(samples, problems, config))
     watch.charge(everyone, start)
     return [
