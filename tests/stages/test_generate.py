@@ -138,15 +138,21 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_rows(tmp_path, tiny_model):
     generate_shards(config, tmp_path / "whole")  # the uninterrupted reference, in-process
     reference = {r["id"]: r["raw_text"] for r in all_rows(tmp_path / "whole")}
     assert len(reference) == 24
+    # one shard's time on this machine, from the reference's file times: kill delays scale with it,
+    # so a fast machine cannot finish all 12 shards before the last kill lands
+    stamps = sorted(p.stat().st_mtime for p in (tmp_path / "whole").glob("shard-*.parquet"))
+    shard_s = max((stamps[-1] - stamps[0]) / (len(stamps) - 1), 0.005)
 
     params = write_params(tmp_path / "params.yaml", values)
     out = tmp_path / "killed" / "raw"
     rng = random.Random()
-    points = sorted(rng.sample(range(0, 11), 3))
-    delays = [rng.uniform(0, 0.3) for _ in points]
+    # at most 8 shards done, then up to 1.5 shards more: the last kill leaves 2+ shards to do
+    points = sorted(rng.sample(range(0, 9), 3))
+    delays = [rng.uniform(0, 1.5 * shard_s) for _ in points]
     for done, delay in zip(points, delays):
         _kill_after(params, out, done, delay)
-    where = f"kill points (shards done, delay s): {list(zip(points, [round(d, 3) for d in delays]))}"
+    kills = list(zip(points, [round(d, 3) for d in delays]))
+    where = f"kill points (shards done, delay s): {kills}; one shard takes {shard_s:.3f} s"
     assert len(list(out.glob("shard-*.parquet"))) < 12, f"the stage finished before the last kill; {where}"
     final = _run_stage(params, out)
     _, err = final.communicate(timeout=600)
