@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 

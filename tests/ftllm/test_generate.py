@@ -269,7 +269,7 @@ def test_rerun_skips_complete_shards_and_worker_split(tmp_path):
     assert sorted((n, s.n) for n, s in engine.calls) == [(1, 3), (2, 1)]
     for worker in (0, 2):
         generate_shards(cfg, out, shard=(worker, 3), engine=ScriptedEngine())
-    whole = generate_shards(cfg, tmp_path / "whole", engine=ScriptedEngine())
+    generate_shards(cfg, tmp_path / "whole", engine=ScriptedEngine())
     assert {r["id"]: r["solution"] for r in read_records(out)} == {r["id"]: r["solution"] for r in read_records(tmp_path / "whole")}
     # every shard done: no engine is built at all (the teacher model "unused" does not exist)
     assert generate_shards(cfg, out)["samples"] == 36
