@@ -1,0 +1,132 @@
+"""Run the whole DAG on one GPU with a profile (default: rehearsal) and record what each stage cost.
+
+    python benchmarks/rehearsal.py --profile rehearsal --out benchmarks/results/rehearsal_h200.json
+
+It runs `dvc exp run -S profile=<profile>` exactly as a team would, timestamps each "Running stage" line DVC prints,
+samples the GPU's used memory (NVML) every 0.2 s, and afterwards reads each stage's own metrics file for the tokens
+it processed. Per stage: wall seconds, peak GPU memory (GiB, whole card), tokens and tokens/s where the stage reports
+tokens. A stage DVC skipped (cached) is listed as skipped. Outside a git repository (a bare copy on a GPU box) it
+first makes one, because `dvc exp` needs git.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+STAGE_LINE = re.compile(r"Running stage '([^']+)'")
+SKIP_LINE = re.compile(r"Stage '([^']+)' didn't change, skipping")
+
+
+class MemorySampler(threading.Thread):
+    """Used memory of GPU 0 over time, as NVML reports it (every process on the card, vLLM's included)."""
+
+    def __init__(self, period_s: float = 0.2):
+        super().__init__(daemon=True)
+        self.period_s, self.samples, self.stopped = period_s, [], threading.Event()
+
+    def run(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception:  # no NVML (CPU box): record nothing
+            return
+        while not self.stopped.is_set():
+            used = pynvml.nvmlDeviceGetMemoryInfo(handle).used
+            self.samples.append((time.monotonic(), used / 2**30))
+            time.sleep(self.period_s)
+
+    def peak(self, start: float, end: float) -> float | None:
+        values = [gib for t, gib in self.samples if start <= t <= end]
+        return round(max(values), 2) if values else None
+
+
+def stage_tokens(name: str) -> tuple[int | None, str | None]:
+    """Tokens a stage processed, from its own metrics file (None where it reports none)."""
+    key = name.split("@")[0]
+    suffix = name.split("@")[1] if "@" in name else None
+    path = ROOT / "metrics" / (f"{key}-{suffix}.json" if suffix else f"{key}.json")
+    if not path.exists():
+        return None, None
+    metrics = json.loads(path.read_text())
+    for field in ("tokens_generated", "tokens", "train_tokens", "tokens_trained", "generated_tokens", "num_tokens"):
+        if isinstance(metrics.get(field), (int, float)):
+            return int(metrics[field]), field
+    return None, None
+
+
+def ensure_git() -> None:
+    if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=ROOT, capture_output=True).returncode == 0:
+        return
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=rehearsal", "-c", "user.email=r@localhost", "commit", "-qm", "rehearsal"]):
+        subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+@click.command()
+@click.option("--profile", default="rehearsal", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--log", type=click.Path(path_type=Path), default=None, help="copy of DVC's output")
+def main(profile: str, out: Path, log: Path | None) -> None:
+    from ftllm.provenance import provenance
+
+    ensure_git()
+    sampler = MemorySampler()
+    sampler.start()
+    start = time.monotonic()
+    marks: list[tuple[str, float]] = []
+    skipped: list[str] = []
+    proc = subprocess.Popen(["dvc", "exp", "run", "-S", f"profile={profile}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        lines.append(line)
+        if m := STAGE_LINE.search(line):
+            marks.append((m.group(1), time.monotonic()))
+        elif m := SKIP_LINE.search(line):
+            skipped.append(m.group(1))
+    code = proc.wait()
+    end = time.monotonic()
+    sampler.stopped.set()
+    if log:
+        log.write_text("".join(lines))
+    stages = {}
+    for i, (name, begin) in enumerate(marks):
+        finish = marks[i + 1][1] if i + 1 < len(marks) else end
+        tokens, field = stage_tokens(name)
+        wall = finish - begin
+        stages[name] = {"wall_s": round(wall, 1), "peak_gpu_mem_gib": sampler.peak(begin, finish),
+                        "tokens": tokens, "tokens_field": field,
+                        "tokens_per_s": round(tokens / wall, 1) if tokens else None}
+    for name in skipped:
+        stages.setdefault(name, {"skipped": True})
+    result = {"benchmark": "rehearsal", "profile": profile, "exit_code": code, "total_s": round(end - start, 1),
+              "stages": stages, **provenance()}
+    try:
+        import vllm
+
+        result["vllm"] = vllm.__version__
+    except ImportError:
+        result["vllm"] = None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    click.echo(json.dumps({k: v for k, v in result.items() if k != "stages"}))
+    for name, s in stages.items():
+        click.echo(f"{name:20s} {s}")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
