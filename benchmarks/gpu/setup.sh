@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # On a lent GPU box (offline; torch 2.11+cu130 and transformers 5.17 in the image), from the project root, with the
-# last parts carried. Earlier calls only stash their part: `mkdir -p /tmp/parts && cp .vllm-parts*/* .gpu-parts*/* /tmp/parts/`.
+# last parts carried. Earlier calls only stash their part: `mkdir -p /tmp/parts && cp .vllm-parts[0-9]*/* .gpu-parts[0-9]*/* /tmp/parts/`.
 # Installs vLLM 0.26.0 (../shared/gpu) and the project's own extra wheels (benchmarks/gpu/fetch-wheels.sh) into
 # /tmp/site. Afterwards: `source benchmarks/gpu/env.sh`.
 set -uo pipefail
-mkdir -p /tmp/parts && cp -f .vllm-parts*/* .gpu-parts*/* /tmp/parts/ 2>/dev/null
+mkdir -p /tmp/parts && cp -f .vllm-parts[0-9]*/* .gpu-parts[0-9]*/* /tmp/parts/ 2>/dev/null
 cd /tmp/parts || exit 3
 sha256sum -c --quiet SHA256SUMS EXTRA_SHA256SUMS || { echo "parts missing or corrupt: send all parts again" >&2; ls -l; exit 3; }
 mkdir -p /tmp/wheels
