@@ -90,14 +90,18 @@ def main(profile: str, out: Path, log: Path | None) -> None:
     proc = subprocess.Popen(["dvc", "exp", "run", "-S", f"profile={profile}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        lines.append(line)
-        if m := STAGE_LINE.search(line):
-            marks.append((m.group(1), time.monotonic()))
-        elif m := SKIP_LINE.search(line):
-            skipped.append(m.group(1))
-    code = proc.wait()
+    try:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            lines.append(line)
+            if m := STAGE_LINE.search(line):
+                marks.append((m.group(1), time.monotonic()))
+            elif m := SKIP_LINE.search(line):
+                skipped.append(m.group(1))
+        code = proc.wait()
+    except KeyboardInterrupt:  # `timeout -s INT`: still record the stages that ran
+        proc.wait()
+        code = "interrupted"
     end = time.monotonic()
     sampler.stopped.set()
     if log:
@@ -125,7 +129,7 @@ def main(profile: str, out: Path, log: Path | None) -> None:
     click.echo(json.dumps({k: v for k, v in result.items() if k != "stages"}))
     for name, s in stages.items():
         click.echo(f"{name:20s} {s}")
-    sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 1)
 
 
 if __name__ == "__main__":
