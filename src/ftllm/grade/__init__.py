@@ -23,6 +23,7 @@ any other error makes the row wrong.
 from __future__ import annotations
 
 import functools
+import re
 
 import sympy
 
@@ -186,6 +187,9 @@ def answers_match(gold_text: str, pred_text: str, method: str = "soft", timeout_
 
 # --- answers for voting ----------------------------------------------------------------------
 
+_PROSE_WORD = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\b|[\u3040-\u30ff\u4e00-\u9fff]{2,}")
+
+
 @functools.lru_cache(maxsize=4096)
 def extract_answer(text: str, timeout_s: int | None = 5) -> list:
     """The answer the grader reads in model text: EP of the first attempt that parses to math, else [].
@@ -197,6 +201,8 @@ def extract_answer(text: str, timeout_s: int | None = 5) -> list:
     except TypeError:
         return []
     for attempt in attempts(cleaned):
+        if attempt.startswith("$") and not has_delimiter(attempt[1:-1]) and _PROSE_WORD.search(attempt):
+            continue  # wrapped prose parses to a product of letters: no answer a vote should count
         try:
             parsed = compare.extended_parse(attempt, timeout_s)
         except Exception:
@@ -225,5 +231,38 @@ def answer_text(text: str, timeout_s: int | None = 5, screen: bool = True) -> st
     return f"${matched.strip()}$"
 
 
+# --- equivalence for voting (§4 of issue 14) ---------------------------------------------------
+
+_BARE_KEYWORD = re.compile(r"(?<![A-Za-z\\])(?:sqrt|sin|cos|tan|log|exp|pi|ln)(?![A-Za-z])")
+
+
+def fallback_signature(answer: str) -> tuple:
+    """What of an answer's spelling can change its verdict against some gold beyond its value:
+    the one-directional or lenient stages (degree mark §11.1, base-less log §11.5, vector marks §11.7,
+    dict-like §11.2, decimals and their places §7.10, bare keywords §7.12, ± §6.12)."""
+    places = [len(d.split(".")[1]) for d in rewrite.DECIMAL.findall(answer)]
+    return (
+        rewrite.has_degree_mark(answer),
+        rewrite.has_baseless_log(answer),
+        rewrite.has_vector_mark(answer),
+        rewrite.dict_candidate(answer) is not None,
+        min(places) if places else None,
+        _BARE_KEYWORD.search(answer) is not None,
+        "\\pm" in answer or "\\mp" in answer,
+    )
+
+
+def equivalent(a: str, b: str, method: str = "soft", timeout_s: int | None = 5) -> bool:
+    """Answers a vote may put in one class: each grades correct against the other under `method`, and
+    neither spelling carries a fallback trigger the other lacks (`fallback_signature`).
+
+    The grader is one-directional (`$120^\\circ$` matches `$120$` both ways, yet only the first matches
+    `$\\frac{2\\pi}{3}$`); the signature keeps such pairs apart.
+    """
+    if fallback_signature(a) != fallback_signature(b):
+        return False
+    return answers_match(a, b, method, timeout_s) and answers_match(b, a, method, timeout_s)
+
+
 __all__ = ["METHODS", "GradeInputError", "answer_text", "answers_match", "attempts", "check", "check_method",
-           "extract_answer", "extraction_config", "grade_row", "is_correct"]
+           "equivalent", "extract_answer", "extraction_config", "fallback_signature", "grade_row", "is_correct"]
