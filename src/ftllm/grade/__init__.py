@@ -180,6 +180,16 @@ def grade_row(pred_row: dict, gold_row: dict, timeout_s: int | None = 5) -> bool
     return is_correct(pred_row.get("output"), gold_row["solution"], gold_row.get("evaluation_method"), timeout_s)
 
 
+def as_gold(answer) -> str:
+    """An answer we hold (a teacher's boxed content, a generated solution) as gold the grader can read.
+
+    The official grader never wraps gold (§2.5): bare LaTeX such as `2 \\sqrt{5}` would read as the number 2.
+    Our own golds (RL rewards, judge agreement) therefore go inside `$…$` unless already delimited.
+    """
+    text = str(answer).strip()
+    return text if has_delimiter(text) else f"${text}$"
+
+
 def answers_match(gold_text: str, pred_text: str, method: str = "soft", timeout_s: int | None = 5) -> bool:
     """True when `pred_text` grades correct against `gold_text` under `method` (gold first: not symmetric)."""
     return is_correct(pred_text, gold_text, method, timeout_s)
@@ -264,5 +274,5 @@ def equivalent(a: str, b: str, method: str = "soft", timeout_s: int | None = 5) 
     return answers_match(a, b, method, timeout_s) and answers_match(b, a, method, timeout_s)
 
 
-__all__ = ["METHODS", "GradeInputError", "answer_text", "answers_match", "attempts", "check", "check_method",
+__all__ = ["METHODS", "GradeInputError", "answer_text", "as_gold", "answers_match", "attempts", "check", "check_method",
            "equivalent", "extract_answer", "extraction_config", "fallback_signature", "grade_row", "is_correct"]
