@@ -115,3 +115,11 @@ def test_vote_equivalence(a, b, method, same):
 
     assert equivalent(a, b, method) is same
     assert equivalent(b, a, method) is same  # symmetric
+
+
+def test_prediction_rows_carry_only_grader_keys():
+    from ftllm.grade.files import prediction_row
+
+    row = {"id": 3, "problem": "p", "category": "IA", "unit": "u", "solution": "$1$", "source": "x", "reasoning": "..."}
+    assert prediction_row(row, "\\boxed{1}") == {"id": 3, "problem": "p", "category": "IA", "unit": "u",
+                                                 "solution": "$1$", "output": "\\boxed{1}"}
