@@ -4,7 +4,9 @@ Each template writes a Japanese problem with random coefficients and lets sympy
 compute the exact answer, so the set needs no download and every `solution` is
 right by construction. Rows: `id, category, unit, problem, solution,
 evaluation_method` (the grader's per-row method; `complex` where the answer is a
-complex number).
+complex number). Solutions are written like the competition's gold files, the math
+inside `$…$` (the official grader reads undelimited LaTeX as plain text), and each
+one, boxed as an answer, must grade correct (`check_gold`) or the set is not built.
 
 The set never enters training: the judge stage decontaminates the teacher's
 problems against it by n-gram overlap.
@@ -193,8 +195,24 @@ def build_evalset(config: EvalsetConfig) -> list[dict]:
                     "category": category,
                     "unit": unit,
                     "problem": problem,
-                    "solution": solution,
+                    "solution": f"${solution}$",
                     "evaluation_method": _METHODS.get(name, "soft"),
                 }
             )
+    check_gold(rows)
     return rows
+
+
+def check_gold(rows: list[dict]) -> None:
+    """Every problem's own solution, written boxed as an answer, must grade correct under our grader.
+
+    The official grader never wraps a gold string, so a gold it cannot read (bare LaTeX, a spelling its
+    parser drops) would score a right answer wrong; this stops the set from being written instead.
+    """
+    from ftllm.grade import is_correct
+
+    for row in rows:
+        answer = "\\boxed{" + row["solution"].strip().strip("$") + "}"
+        if not is_correct(answer, row["solution"], row.get("evaluation_method")):
+            raise ValueError(f"evalset: problem {row['id']}: its own solution {row['solution']!r} boxed as "
+                             f"{answer!r} grades wrong under evaluation_method {row.get('evaluation_method') or 'soft'}")

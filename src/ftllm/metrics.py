@@ -4,7 +4,9 @@
     print(render_table(["metrics/evaluate-base.json", "metrics/evaluate-final.json"]))
 
 - accuracy grades `predictions.jsonl`'s `output` against the gold row, with our grader
-  (`ftllm.grade.grade_row`) or, when `external_grader` is set, the official command.
+  (`ftllm.grade.grade_row`) or, when `external_grader` is set, the official command; both files are
+  read by the official rules (`ftllm.grade.files`: unknown keys skip a row, ids match by JSON value,
+  a repeated id overwrites, a null output or unknown method stops the run naming file and line).
 - pass@k is the unbiased estimator 1 - C(n-c, k) / C(n, k) over a problem's n samples, c of them right.
 - cons@k is the majority vote of k samples, averaged over k-subsets (all of them when there are
   few, else `cons_subsets` seeded random draws). It reuses the equivalence classes written in
@@ -40,8 +42,8 @@ class EvaluateConfig:
     cons_subsets: int = 1000  # random k-subsets per problem when there are more than `cons_exhaustive_max`
     cons_exhaustive_max: int = 5000  # enumerate every k-subset when C(n, k) is at most this
     seed: int = 0  # draws of the random subsets
-    # official grader, e.g. "math-eval {predictions} {gold} --output {verdicts}": it must write a
-    # JSONL of {id, correct} to {verdicts}. null: our grader (ftllm.grade).
+    # official grader, e.g. "math-eval {predictions} {gold} -o {verdicts}": it writes its JSON report
+    # (or a JSONL of {id, correct}) to {verdicts}. null: our grader (ftllm.grade).
     external_grader: str | None = None
     workers: int = 4  # grading processes
     timeout_s: int = 5  # per parse/verify (Math-Verify alarm)
@@ -117,48 +119,73 @@ def grade_ours(pairs: list[tuple[str, dict]], config: EvaluateConfig, desc: str 
     return [bool(v) for v in verdicts]  # a killed task (None) is wrong, as in the grader
 
 
-def grade_external(predictions: list[dict], gold_path: Path, command: str) -> list[bool]:
-    """Run the official grader; it writes {id, correct} rows. A missing verdict is a wrong row."""
+def grade_external(pred_path: Path, gold_path: Path, gold: dict, command: str) -> list[bool]:
+    """Run the official grader on the files themselves; a gold row without a verdict is wrong.
+
+    It may write the official report (`math-eval … -o {verdicts}`: JSON with `detailed_results`, id -> bool)
+    or JSONL rows of {id, correct}.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        pred_path, out_path = Path(tmp) / "predictions.jsonl", Path(tmp) / "verdicts.jsonl"
-        pred_path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
+        out_path = Path(tmp) / "verdicts.json"
         cmd = command.format(predictions=shlex.quote(str(pred_path)), gold=shlex.quote(str(gold_path)),
                              verdicts=shlex.quote(str(out_path)))
         proc = subprocess.run(cmd, shell=True, capture_output=True, text=True)
         if proc.returncode != 0:
             raise InputError(f"external grader failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:] }")
-        verdicts = {str(r["id"]): bool(r["correct"]) for r in read_jsonl(out_path, required=("id", "correct"), allow_empty=True)}
-    return [verdicts.get(str(p["id"]), False) for p in predictions]
+        text = out_path.read_text(encoding="utf-8") if out_path.exists() else ""
+        try:
+            report = json.loads(text)
+        except json.JSONDecodeError:
+            report = None
+        if isinstance(report, dict) and "detailed_results" in report:
+            verdicts = {str(k): bool(v) for k, v in report["detailed_results"].items()}
+        else:
+            verdicts = {str(r["id"]): bool(r["correct"])
+                        for r in read_jsonl(out_path, required=("id", "correct"), allow_empty=True)}
+    return [verdicts.get(str(pid), False) for pid in gold]
 
 
 # --- the evaluation ------------------------------------------------------------------------
 
 def evaluate(config: EvaluateConfig, predictions_dir: str | Path, gold_path: str | Path) -> tuple[dict, list[dict]]:
-    """Flat metrics and the accuracy-vs-k plot rows for one predictions folder."""
+    """Flat metrics and the accuracy-vs-k plot rows for one predictions folder.
+
+    Accuracy follows the official file rules (`ftllm.grade.files`): every gold row counts, a missing or
+    skipped prediction is wrong, predictions without a gold row are ignored.
+    """
+    from ftllm.grade.files import check_row, read_rows
+
     predictions_dir, gold_path = Path(predictions_dir), Path(gold_path)
-    predictions = read_jsonl(predictions_dir / "predictions.jsonl", required=("id", "output"))
-    gold = {str(r["id"]): r for r in read_jsonl(gold_path, required=("id", "solution"))}
-    missing = [str(p["id"]) for p in predictions if str(p["id"]) not in gold]
-    if missing:
-        raise InputError(f"{gold_path}: no gold row for prediction id(s) {', '.join(missing[:5])}")
+    pred_path = predictions_dir / "predictions.jsonl"
+    gold = read_rows(gold_path, "gold")
+    if not gold:
+        raise InputError(f"{gold_path}: no usable gold row (each needs {', '.join(('id', 'problem', 'solution', 'category', 'unit'))})")
+    predictions = read_rows(pred_path, "prediction")
+    paired = [(pid, predictions[pid]) for pid in gold if pid in predictions]
+    for pid, pred in paired:
+        check_row(pred, gold[pid])
     if config.external_grader:
-        verdicts = grade_external(predictions, gold_path, config.external_grader)
+        verdicts = grade_external(pred_path, gold_path, gold, config.external_grader)
     else:
-        verdicts = grade_ours([(p["output"], gold[str(p["id"])]) for p in predictions], config, desc="grade")
-    metrics = accuracy_metrics(predictions, gold, verdicts)
+        graded = grade_ours([(pred["output"], gold[pid]) for pid, pred in paired], config, desc="grade")
+        by_id = {pid: ok for (pid, _), ok in zip(paired, graded)}
+        verdicts = [by_id.get(pid, False) for pid in gold]
+    metrics = accuracy_metrics(list(gold.values()), verdicts)
+    metrics["missing_predictions"] = len(gold) - len(paired)
     samples_path = predictions_dir / "samples.parquet"
     plot: list[dict] = []
     if samples_path.exists():
-        sample_metrics, plot = sampling_metrics(config, read_parquet(samples_path), gold)
+        sample_metrics, plot = sampling_metrics(config, read_parquet(samples_path), {str(k): v for k, v in gold.items()})
         metrics.update(sample_metrics)
     return metrics, plot
 
 
-def accuracy_metrics(predictions: list[dict], gold: dict[str, dict], verdicts: list[bool]) -> dict:
-    metrics = {"problems": len(predictions), "accuracy": float(np.mean(verdicts)) if verdicts else 0.0}
+def accuracy_metrics(gold_rows: list[dict], verdicts: list[bool]) -> dict:
+    """Overall and per-category accuracy over the gold rows (official: correct / gold rows, 0 if none)."""
+    metrics = {"problems": len(gold_rows), "accuracy": float(np.mean(verdicts)) if verdicts else 0.0}
     by_category: dict[str, list[bool]] = defaultdict(list)
-    for p, ok in zip(predictions, verdicts):
-        by_category[str(gold[str(p["id"])].get("category") or p.get("category") or "none")].append(ok)
+    for g, ok in zip(gold_rows, verdicts):
+        by_category[str(g.get("category") or "none")].append(ok)
     for category in sorted(by_category):
         metrics[f"accuracy/{category}"] = float(np.mean(by_category[category]))
     return metrics

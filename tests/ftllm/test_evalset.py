@@ -1,6 +1,6 @@
 import pytest
 
-from ftllm.evalset import TEMPLATES, EvalsetConfig, build_evalset
+from ftllm.evalset import TEMPLATES, EvalsetConfig, build_evalset, check_gold
 from ftllm.grade import is_correct
 
 
@@ -17,10 +17,21 @@ def test_deterministic_and_unique():
 
 
 def test_solutions_are_gradable():
-    """The gold answer, boxed, must be accepted by our grader; a wrong one must not."""
+    """Gold math sits inside `$…$`; the answer, boxed, is accepted by our grader; a wrong one is not."""
     for row in build_evalset(EvalsetConfig(seed=3, per_template=1)):
-        assert is_correct(f"\\boxed{{{row['solution']}}}", row["solution"], row["evaluation_method"]), row
+        inner = row["solution"][1:-1]
+        assert row["solution"] == f"${inner}$" and "$" not in inner, row
+        assert is_correct(f"\\boxed{{{inner}}}", row["solution"], row["evaluation_method"]), row
         assert not is_correct("\\boxed{123456789}", row["solution"], row["evaluation_method"]), row
+
+
+def test_bare_latex_gold_is_refused():
+    """Undelimited LaTeX gold reads as nothing in soft (grader.md §2.5): the check names the problem."""
+    rows = [{"id": "eval-x-001", "solution": "2 \\sqrt{5}", "evaluation_method": "soft"}]
+    with pytest.raises(ValueError, match="eval-x-001"):
+        check_gold(rows)
+    assert not is_correct("$\\sqrt{20}$", "2 \\sqrt{5}")  # the disagreement this prevents
+    assert is_correct("$\\sqrt{20}$", "$2 \\sqrt{5}$")
 
 
 def test_unknown_template_rejected():

@@ -60,9 +60,9 @@ def test_majority_ignores_unparseable():
 
 def _folder(tmp_path):
     gold = [
-        {"id": "a", "problem": "p", "category": "中1", "solution": "3"},
-        {"id": "b", "problem": "p", "category": "IA", "solution": "2x+2", "evaluation_method": "strict"},
-        {"id": "c", "problem": "p", "category": "IA", "solution": ["1", "-1"]},
+        {"id": "a", "problem": "p", "category": "中1", "unit": "u", "solution": "$3$"},
+        {"id": "b", "problem": "p", "category": "IA", "unit": "u", "solution": "$2x+2$", "evaluation_method": "strict"},
+        {"id": "c", "problem": "p", "category": "IA", "unit": "u", "solution": ["$1$", "$-1$"]},
     ]
     preds = [{**gold[0], "output": "\\boxed{3}"}, {**gold[1], "output": "\\boxed{2(x+1)}"}, {**gold[2], "output": "\\boxed{-1}"}]
     samples = []
@@ -100,7 +100,7 @@ gold = {json.loads(l)["id"]: json.loads(l) for l in open(args["--gold"]) if l.st
 with open(args["--out"], "w") as f:
     for line in open(args["--pred"]):
         row = json.loads(line)
-        f.write(json.dumps({"id": row["id"], "correct": row["output"] == "\\\\boxed{" + str(gold[row["id"]]["solution"]) + "}"}) + "\\n")
+        f.write(json.dumps({"id": row["id"], "correct": row["output"] == "\\\\boxed{" + str(gold[row["id"]]["solution"]).strip("$") + "}"}) + "\\n")
 """
 
 
@@ -133,3 +133,49 @@ def test_render_table_marks_missing_k(tmp_path):
     assert lines[0] == "| model | accuracy | cons@1 | cons@40 | cons@160 |"
     assert lines[2] == "| base | 25.0 | 20.0 | 30.0 | — |"
     assert lines[3] == "| final | 50.0 | 40.0 | — | — |"
+
+
+def _files(tmp_path, gold_lines, pred_lines):
+    (tmp_path / "pred").mkdir(exist_ok=True)
+    (tmp_path / "gold.jsonl").write_text("\n".join(gold_lines) + "\n", encoding="utf-8")
+    (tmp_path / "pred" / "predictions.jsonl").write_text("\n".join(pred_lines) + "\n", encoding="utf-8")
+    return tmp_path / "pred", tmp_path / "gold.jsonl"
+
+
+def _gold(pid, solution="$3$", **extra):
+    return json.dumps({"id": pid, "problem": "p", "solution": solution, "category": "c", "unit": "u", **extra})
+
+
+def test_official_file_rules(tmp_path):
+    pred, gold = _files(tmp_path, [_gold(1), _gold("1"), _gold(2), _gold(3), '{"id": 4, "solution": "$3$"}'], [
+        json.dumps({"id": 1, "output": "\\boxed{3}"}),
+        json.dumps({"id": "1", "output": "\\boxed{4}"}),  # ids match by JSON value: "1" is not 1
+        json.dumps({"id": 2, "output": "\\boxed{3}", "reasoning": "..."}),  # unknown key: skipped, so missing
+        json.dumps({"id": 3, "output": "\\boxed{4}"}),
+        json.dumps({"id": 3, "output": "\\boxed{3}"}),  # a repeated id overwrites
+        "not json",
+        json.dumps({"id": 9, "output": "\\boxed{3}"}),  # no gold row: ignored
+    ])
+    metrics, _ = evaluate(EvaluateConfig(ks=(1,), workers=1), pred, gold)
+    assert metrics["problems"] == 4  # gold id 4 lacks problem/category/unit: skipped, as the grader does
+    assert metrics["accuracy"] == pytest.approx(2 / 4) and metrics["missing_predictions"] == 1
+
+
+@pytest.mark.parametrize("gold_line, pred_line, where", [
+    (_gold(1), json.dumps({"id": 1, "output": None}), "predictions.jsonl:1: output must be a string, got null"),
+    (_gold(1, evaluation_method="fuzzy"), json.dumps({"id": 1, "output": "3"}), "gold.jsonl:1: evaluation_method"),
+])
+def test_official_aborts_stop_with_file_and_line(tmp_path, gold_line, pred_line, where):
+    pred, gold = _files(tmp_path, [gold_line], [pred_line])
+    with pytest.raises(InputError, match=where):
+        evaluate(EvaluateConfig(ks=(1,), workers=1), pred, gold)
+
+
+def test_external_grader_reads_the_official_report(tmp_path):
+    pred, gold = _files(tmp_path, [_gold(1), _gold(2)], [json.dumps({"id": 1, "output": "x"})])
+    script = tmp_path / "report.py"
+    script.write_text("import json, sys\njson.dump({'overall_accuracy': 0.5, 'detailed_results': {'1': True, '2': False}},"
+                      " open(sys.argv[sys.argv.index('-o') + 1], 'w'))\n", encoding="utf-8")
+    command = f"{sys.executable} {script} {{predictions}} {{gold}} -o {{verdicts}}"
+    metrics, _ = evaluate(EvaluateConfig(ks=(1,), workers=1, external_grader=command), pred, gold)
+    assert metrics["accuracy"] == 0.5

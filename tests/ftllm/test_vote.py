@@ -190,3 +190,8 @@ def test_thousand_hostile_outputs_never_crash():
         assert isinstance(v.output, str) and v.output.startswith("\\boxed{")
         assert len(v.labels) == len(b.texts)
         assert sum(c.size for c in v.classes) + v.n_unparseable == len(b.texts)
+
+
+def test_vote_keeps_apart_what_the_grader_scores_differently():
+    v = vote(["\\boxed{120^\\circ}", "\\boxed{120}", "\\boxed{120}", "\\boxed{120^\\circ}"], workers=0)
+    assert [c.size for c in v.classes] == [2, 2] and v.labels == [0, 1, 1, 0]

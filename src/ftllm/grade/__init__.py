@@ -1,71 +1,225 @@
-"""Grader-equivalent verdicts: does an `output` match a gold `solution` under the row's `evaluation_method`?
+"""Our copy of the official grader `math-eval`: the verdict of one prediction against one gold row.
 
-Mirrors the official `math-eval` (../shared/reference/grader.md): the prediction is cleaned
-(`clean.py`), parsed with Math-Verify (LaTeX with units off and every `\\boxed{}`, plus plain
-expressions), retried without a leading noise token, then compared:
+Follows ../shared/reference/grader.md step by step (section numbers below are its own):
+the prediction is cleaned once (§3, `clean.py`); each gold string gets up to four attempts on the prediction
+(§4: as is, wrapped in `$…$`, noise stripped, noise stripped and wrapped); each attempt runs the method (§5):
 
-- `soft` (default): value equality, then fallbacks in turn (`FALLBACKS`);
-- `strict`: the same SymPy tree (srepr), plus the decimal-rounding, decimal->fraction and keyword fallbacks;
-- `complex`: `i` is the imaginary unit, direct and numeric equality, then soft;
-- `complex-strict`: `i` as the imaginary unit with the same (unevaluated) tree, then strict.
+- `soft` (default): Math-Verify's verify, then the fallbacks of §7 in their order;
+- `strict`: the same SymPy tree (srepr), then decimal rounding, decimal->fraction and bare keywords (§8);
+- `complex`: `i` is the imaginary unit, verify then SymPy's numeric identity, else soft (§9);
+- `complex-strict`: complex and strict on the same attempt.
 
-    is_correct("答えは $\\frac{1}{2}$", "0.5")                      # True
-    grade_row({"id": 1, "output": "\\boxed{x=2}"}, {"id": 1, "solution": ["2", "x=2"]})  # True
+Both sides go through the extended parse (§6, `rewrite.ep_text` + `compare.extended_parse`); the gold is
+never cleaned or wrapped. Quirks that change verdicts are kept on purpose, false positives included:
+we want the official verdict, not a better one.
 
-Any error while parsing or verifying counts as wrong, as in the grader.
+    is_correct("答え：\\boxed{\\frac{1}{2}}", "$0.5$")       # True
+    is_correct("$120^\\circ$", "$\\frac{2\\pi}{3}$")          # True (soft only)
+    grade_row({"id": 1, "output": "x = 7"}, {"id": 1, "solution": "$t = 7$"})   # True: attempt 1 reads the 7
+
+Bad input the official tool aborts on (an unknown method, a non-string output) raises `GradeInputError`;
+any other error makes the row wrong.
 """
 from __future__ import annotations
 
 import functools
+import re
 
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
-from math_verify.parser import NormalizationConfig
+import sympy
 
 from ftllm.grade import compare, rewrite
-from ftllm.grade.clean import clean_text, drop_noise, looks_pathological
+from ftllm.grade.clean import clean_prediction, has_delimiter, looks_pathological, strip_noise
+from ftllm.grade.compare import extraction_config
 
 METHODS = ("soft", "strict", "complex", "complex-strict")
 
 
-def extraction_config() -> list:
-    """The grader's extraction: LaTeX (units off, every box) plus plain expressions."""
-    return [
-        LatexExtractionConfig(
-            normalization_config=NormalizationConfig(
-                basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all", equations=False
-            )
-        ),
-        ExprExtractionConfig(),
-    ]
+class GradeInputError(ValueError):
+    """Input on which the official grader aborts the whole run (§2.1, §2.2)."""
 
 
-_CONFIG = extraction_config()
+def check_method(method) -> str:
+    """§2.1: missing/null is soft; anything but the four methods aborts."""
+    if method is None:
+        return "soft"
+    if method not in METHODS:
+        raise GradeInputError(f"evaluation_method must be one of {', '.join(METHODS)} or null, got {method!r}")
+    return method
 
 
-def parse_clean(text: str, timeout_s: int | None = 5) -> list:
-    """Math-Verify on already-cleaned text; [] on any failure."""
+# --- §4: the attempts -------------------------------------------------------------------------
+
+def attempts(cleaned: str) -> list[str]:
+    """The prediction strings tried in order against one gold string (duplicates kept out)."""
+    out = [cleaned]
+    if not has_delimiter(cleaned):
+        out.append("$" + cleaned + "$")
+    stripped = strip_noise(cleaned)
+    if stripped and stripped != cleaned:
+        out.append(stripped)
+        if not has_delimiter(stripped):
+            out.append("$" + stripped + "$")
+    return list(dict.fromkeys(out))
+
+
+# --- §7: soft ----------------------------------------------------------------------------------
+
+def _ep(s: str, timeout_s):
+    return compare.extended_parse(s, timeout_s)
+
+
+def soft(pred: str, gold: str, timeout_s: int | None = 5) -> bool:
+    g, p = _ep(gold, timeout_s), _ep(pred, timeout_s)  # an exception here ends the row (caller)
+    return _soft_stages(pred, gold, g, p, timeout_s)
+
+
+def _soft_stages(pred: str, gold: str, g: list, p: list, timeout_s) -> bool:
+    v = lambda a, b: compare.verify(a, b, timeout_s)  # noqa: E731
+    if v(g, p) or compare.matrix_tuple(g, p, timeout_s):  # §7.1, §7.2
+        return True
+    if compare.inequality_atoms(g, p, timeout_s) or compare.inequality_intervals(g, p, timeout_s):  # §7.3
+        return True
+    for variant in rewrite.bracket_variants(rewrite.ep_text(pred, upto=5)):  # §7.4
+        if v(g, _ep(variant, timeout_s)):
+            return True
+    for variant in rewrite.bracket_variants(rewrite.ep_text(gold, upto=5)):  # §7.5
+        if v(_ep(variant, timeout_s), p):
+            return True
+    if rewrite.has_baseless_log(pred) or rewrite.has_baseless_log(gold):  # §7.6
+        g2, p2 = rewrite.log_as_ln(gold), rewrite.log_as_ln(pred)
+        if (g2, p2) != (gold, pred) and v(_ep(g2, timeout_s), _ep(p2, timeout_s)):
+            return True
+    if _dict_like(pred, gold, g, p, timeout_s):  # §7.7
+        return True
+    names = rewrite.vector_names(pred, gold)  # §7.8
+    if names and v(_ep(names[1], timeout_s), _ep(names[0], timeout_s)):
+        return True
+    if rewrite.has_degree_mark(pred) and v(g, _ep(rewrite.degrees_to_radians(pred), timeout_s)):  # §7.9
+        return True
+    if rewrite.has_degree_mark(gold) and v(_ep(rewrite.degrees_to_radians(gold), timeout_s), p):
+        return True
+    return _shared_stages(pred, gold, g, p, timeout_s)  # §7.10-7.12
+
+
+def _dict_like(pred: str, gold: str, g: list, p: list, timeout_s) -> bool:
+    gd, pd = rewrite.dict_candidate(gold), rewrite.dict_candidate(pred)
+    v = lambda a, b: compare.verify(a, b, timeout_s)  # noqa: E731
+    if gd is not None and v(_ep(gd, timeout_s), p):
+        return True
+    if pd is not None and v(g, _ep(pd, timeout_s)):
+        return True
+    return gd is not None and pd is not None and v(_ep(gd, timeout_s), _ep(pd, timeout_s))
+
+
+def _shared_stages(pred: str, gold: str, g: list, p: list, timeout_s) -> bool:
+    """§7.10-7.12 (also §8.3-8.5): value equality once a decimal or a bare keyword is present."""
+    if compare.decimal_rounding(g, p, timeout_s):
+        return True
+    for fn in (rewrite.decimals_to_fractions, rewrite.keywords_to_latex):
+        g2, p2 = fn(gold), fn(pred)
+        if (g2, p2) != (gold, pred) and compare.verify(_ep(g2, timeout_s), _ep(p2, timeout_s), timeout_s):
+            return True
+    return False
+
+
+# --- §8, §9 ----------------------------------------------------------------------------------
+
+def strict(pred: str, gold: str, timeout_s: int | None = 5) -> bool:
+    g, p = _ep(gold, timeout_s), _ep(pred, timeout_s)
+    return compare.same_tree(g, p, gold, pred, timeout_s) or _shared_stages(pred, gold, g, p, timeout_s)
+
+
+def complex_(pred: str, gold: str, timeout_s: int | None = 5) -> bool:
     try:
-        return parse(text, extraction_config=_CONFIG, parsing_timeout=compare.arm(timeout_s))
-    except BaseException as err:  # parse can raise TimeoutException (a BaseException)
-        if isinstance(err, (KeyboardInterrupt, SystemExit)):
-            raise
-        return []
+        p0, g0 = _ep(pred, timeout_s)[0], _ep(gold, timeout_s)[0]
+    except Exception:
+        return soft(pred, gold, timeout_s)
+    p0, g0 = compare.with_i(p0), compare.with_i(g0)  # unguarded in the grader: an error ends the row
+    return compare.complex_equal(g0, p0, timeout_s) or soft(pred, gold, timeout_s)
+
+
+def check(pred: str, gold: str, method: str, timeout_s: int | None = 5) -> bool:
+    """§5: one attempt string against one gold string."""
+    if method == "strict":
+        return strict(pred, gold, timeout_s)
+    if method == "complex":
+        return complex_(pred, gold, timeout_s)
+    if method == "complex-strict":
+        return complex_(pred, gold, timeout_s) and strict(pred, gold, timeout_s)
+    return soft(pred, gold, timeout_s)
+
+
+# --- §2: rows --------------------------------------------------------------------------------
+
+def is_correct(output: str, solution: str | list, method: str | None = "soft", timeout_s: int | None = 5) -> bool:
+    """§2: the verdict of `output` against the gold `solution` (a string or a list tried in order)."""
+    method = check_method(method)
+    try:
+        cleaned = clean_prediction(output)
+    except TypeError as err:
+        raise GradeInputError(str(err)) from None
+    golds = solution if isinstance(solution, list) else [solution]
+    try:
+        for gold in golds:
+            if not isinstance(gold, str):
+                return False  # the official parse fails on it: the row is wrong
+            if any(check(attempt, gold, method, timeout_s) for attempt in attempts(cleaned)):
+                return True
+    except Exception:  # §2.4: the row is wrong, later golds untried
+        return False
+    return False
+
+
+def grade_row(pred_row: dict, gold_row: dict, timeout_s: int | None = 5) -> bool:
+    """The verdict for one prediction row (`output`) against its gold row (`solution`, `evaluation_method`).
+
+    Raises `GradeInputError` where the official tool aborts; a gold row without `solution` is wrong.
+    """
+    if "solution" not in gold_row:
+        return False
+    return is_correct(pred_row.get("output"), gold_row["solution"], gold_row.get("evaluation_method"), timeout_s)
+
+
+def as_gold(answer) -> str:
+    """An answer we hold (a teacher's boxed content, a generated solution) as gold the grader can read.
+
+    The official grader never wraps gold (§2.5): bare LaTeX such as `2 \\sqrt{5}` would read as the number 2.
+    Our own golds (RL rewards, judge agreement) therefore go inside `$…$` unless already delimited.
+    """
+    text = str(answer).strip()
+    return text if has_delimiter(text) else f"${text}$"
+
+
+def answers_match(gold_text: str, pred_text: str, method: str = "soft", timeout_s: int | None = 5) -> bool:
+    """True when `pred_text` grades correct against `gold_text` under `method` (gold first: not symmetric)."""
+    return is_correct(pred_text, gold_text, method, timeout_s)
+
+
+# --- answers for voting ----------------------------------------------------------------------
+
+_PROSE_WORD = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\b|[\u3040-\u30ff\u4e00-\u9fff]{2,}")
 
 
 @functools.lru_cache(maxsize=4096)
 def extract_answer(text: str, timeout_s: int | None = 5) -> list:
-    """Parse the final answer out of model text: `[sympy_object, matched_string]`, or [] when nothing parses.
+    """The answer the grader reads in model text: EP of the first attempt that parses to math, else [].
 
-    Cached: voting compares each answer with many class representatives (SymPy objects are immutable;
-    callers must not mutate the returned list).
+    Cached (SymPy objects are immutable; callers must not mutate the returned list).
     """
-    cleaned = clean_text(text)
-    parsed = parse_clean(cleaned, timeout_s)
-    if not compare.sympy_items(parsed):
-        retry = drop_noise(cleaned)
-        if retry != cleaned:
-            parsed = parse_clean(retry, timeout_s) or parsed
-    return parsed
+    try:
+        cleaned = clean_prediction(text or "")
+    except TypeError:
+        return []
+    for attempt in attempts(cleaned):
+        if attempt.startswith("$") and not has_delimiter(attempt[1:-1]) and _PROSE_WORD.search(attempt):
+            continue  # wrapped prose parses to a product of letters: no answer a vote should count
+        try:
+            parsed = compare.extended_parse(attempt, timeout_s)
+        except Exception:
+            continue
+        if parsed and compare.is_math(parsed[0]):
+            return parsed
+    return []
 
 
 def answer_text(text: str, timeout_s: int | None = 5, screen: bool = True) -> str | None:
@@ -77,117 +231,48 @@ def answer_text(text: str, timeout_s: int | None = 5, screen: bool = True) -> st
     if screen and looks_pathological(text or ""):
         return None
     parsed = extract_answer(text, timeout_s)
-    if not compare.sympy_items(parsed):
+    if not parsed:
         return None
-    matched = next((p for p in parsed if isinstance(p, str) and p.strip()), None)
+    matched = parsed[1] if len(parsed) > 1 and isinstance(parsed[1], str) and parsed[1].strip() else None
     if matched is None:
-        import sympy
-
-        matched = sympy.latex(compare.sympy_items(parsed)[0])
+        matched = compare.guarded(lambda: sympy.latex(parsed[0]), timeout_s)
+        if not matched:
+            return None
     return f"${matched.strip()}$"
 
 
-def answers_match(gold_text: str, pred_text: str, method: str = "soft", timeout_s: int | None = 5) -> bool:
-    """True when `pred_text` matches `gold_text` under `method` (gold first: the check is not symmetric)."""
-    if method not in METHODS:
-        raise ValueError(f"evaluation_method must be one of {', '.join(METHODS)}, got {method!r}")
-    try:
-        gold, pred = extract_answer(gold_text, timeout_s), extract_answer(pred_text, timeout_s)
-        gold_str, pred_str = _matched(gold, gold_text), _matched(pred, pred_text)
-        if method == "complex-strict":
-            # no calculation: substituting I must not let SymPy expand 2(1+i) into 2+2i
-            gold_c, pred_c = (compare.with_imaginary_unit(x, evaluate=False) for x in (gold, pred))
-            ok = compare.same_tree(gold_c, pred_c, timeout_s)
-            return ok or _match_strict(gold, pred, gold_str, pred_str, timeout_s)
-        if method == "complex":
-            ok = compare.same_complex_value(gold, pred, timeout_s)
-            return ok or _match_soft(gold, pred, gold_str, pred_str, timeout_s)
-        if method == "strict":
-            return _match_strict(gold, pred, gold_str, pred_str, timeout_s)
-        return _match_soft(gold, pred, gold_str, pred_str, timeout_s)
-    except Exception:  # the grader counts any error as a wrong answer
+# --- equivalence for voting (§4 of issue 14) ---------------------------------------------------
+
+_BARE_KEYWORD = re.compile(r"(?<![A-Za-z\\])(?:sqrt|sin|cos|tan|log|exp|pi|ln)(?![A-Za-z])")
+
+
+def fallback_signature(answer: str) -> tuple:
+    """What of an answer's spelling can change its verdict against some gold beyond its value:
+    the one-directional or lenient stages (degree mark §11.1, base-less log §11.5, vector marks §11.7,
+    dict-like §11.2, decimals and their places §7.10, bare keywords §7.12, ± §6.12)."""
+    places = [len(d.split(".")[1]) for d in rewrite.DECIMAL.findall(answer)]
+    return (
+        rewrite.has_degree_mark(answer),
+        rewrite.has_baseless_log(answer),
+        rewrite.has_vector_mark(answer),
+        rewrite.dict_candidate(answer) is not None,
+        min(places) if places else None,
+        _BARE_KEYWORD.search(answer) is not None,
+        "\\pm" in answer or "\\mp" in answer,
+    )
+
+
+def equivalent(a: str, b: str, method: str = "soft", timeout_s: int | None = 5) -> bool:
+    """Answers a vote may put in one class: each grades correct against the other under `method`, and
+    neither spelling carries a fallback trigger the other lacks (`fallback_signature`).
+
+    The grader is one-directional (`$120^\\circ$` matches `$120$` both ways, yet only the first matches
+    `$\\frac{2\\pi}{3}$`); the signature keeps such pairs apart.
+    """
+    if fallback_signature(a) != fallback_signature(b):
         return False
+    return answers_match(a, b, method, timeout_s) and answers_match(b, a, method, timeout_s)
 
 
-def _matched(parsed: list, text: str) -> str:
-    """The answer string the fallbacks rewrite: the extractor's match when there is one, else the cleaned text."""
-    matched = next((p for p in parsed if isinstance(p, str) and p.strip()), None)
-    return f"${matched.strip()}$" if matched else clean_text(text)
-
-
-# Text fallbacks shared by soft and strict: (name, rewrite applied to both sides).
-SHARED_REWRITES = (("decimal_to_fraction", rewrite.decimals_to_fractions), ("keywords", rewrite.keywords_to_latex))
-SOFT_REWRITES = (
-    ("brackets", rewrite.swap_brackets),
-    ("plus_minus", rewrite.expand_plus_minus),
-    ("dict", rewrite.dict_to_equations),
-)
-
-
-def _reparse_equal(gold_str: str, pred_str: str, rewrite_fn, same, timeout_s) -> bool:
-    new_gold, new_pred = rewrite_fn(gold_str), rewrite_fn(pred_str)
-    if (new_gold, new_pred) == (gold_str, pred_str):
-        return False  # the fallback does not apply: skip a useless re-parse
-    return same(extract_answer(new_gold, timeout_s), extract_answer(new_pred, timeout_s))
-
-
-def _match_strict(gold, pred, gold_str, pred_str, timeout_s) -> bool:
-    same = lambda g, p: compare.same_tree(g, p, timeout_s)  # noqa: E731
-    if same(gold, pred) or compare.rounds_to(gold_str, gold, pred_str, pred, timeout_s):
-        return True
-    return any(_reparse_equal(gold_str, pred_str, fn, same, timeout_s) for _, fn in SHARED_REWRITES)
-
-
-def _match_soft(gold, pred, gold_str, pred_str, timeout_s) -> bool:
-    same = lambda g, p: compare.same_value(g, p, timeout_s)  # noqa: E731
-    if same(gold, pred):
-        return True
-    both_intervals = all(_is_interval(x) for x in (gold, pred))
-    for name, fn in SOFT_REWRITES + SHARED_REWRITES:
-        if name == "brackets" and both_intervals:
-            continue  # [1, 2] and (1, 2) are different intervals, not bracket variants
-        if _reparse_equal(gold_str, pred_str, fn, same, timeout_s):
-            return True
-    if same(compare.vectors_as_tuples(gold), compare.vectors_as_tuples(pred)):
-        return True
-    if compare.rounds_to(gold_str, gold, pred_str, pred, timeout_s):
-        return True
-    # degrees -> radians: only a prediction in degrees against a gold in radians
-    if rewrite.has_degrees(pred_str) and not rewrite.has_degrees(gold_str):
-        if same(gold, extract_answer(rewrite.degrees_to_radians(pred_str), timeout_s)):
-            return True
-    if compare.same_value(gold, pred, timeout_s, set_relation=True) or compare.same_atoms(gold, pred, timeout_s):
-        return True
-    if same(compare.intervals_as_tuples(gold), compare.intervals_as_tuples(pred)):
-        return True
-    # inequalities against interval notation, when the inequalities came as a list ("x<-1 または x>1")
-    sets = compare.guarded(lambda: (compare.relations_as_set(gold), compare.relations_as_set(pred)), timeout_s)
-    if not sets or sets == (gold, pred):
-        return False
-    gold_set, pred_set = sets
-    return compare.same_value(gold_set, pred_set, timeout_s, set_relation=True)
-
-
-def _is_interval(parsed: list) -> bool:
-    import sympy
-
-    items = compare.sympy_items(parsed)
-    return bool(items) and isinstance(items[0], (sympy.Interval, sympy.Union))
-
-
-def is_correct(output: str, solution: str | list[str], method: str | None = "soft", timeout_s: int | None = 5) -> bool:
-    """True when `output` matches the gold `solution` (any one of a list) under `method`."""
-    golds = solution if isinstance(solution, (list, tuple)) else [solution]
-    method = method or "soft"
-    return any(answers_match(str(g), output or "", method, timeout_s) for g in golds if g is not None)
-
-
-def grade_row(pred_row: dict, gold_row: dict, timeout_s: int | None = 5) -> bool:
-    """The grader's verdict for one prediction row (`output`) against its gold row (`solution`, `evaluation_method`)."""
-    try:
-        return is_correct(pred_row.get("output") or "", gold_row["solution"], gold_row.get("evaluation_method") or "soft", timeout_s)
-    except Exception:
-        return False
-
-
-__all__ = ["METHODS", "answer_text", "answers_match", "extract_answer", "extraction_config", "grade_row", "is_correct"]
+__all__ = ["METHODS", "GradeInputError", "answer_text", "as_gold", "answers_match", "attempts", "check", "check_method",
+           "equivalent", "extract_answer", "extraction_config", "fallback_signature", "grade_row", "is_correct"]

@@ -1,20 +1,42 @@
-"""Equality of two parsed answers under an evaluation method, with the grader's fallbacks.
+"""Parsing and comparison of the grader (grader.md §6.12, §7-§9): Math-Verify decides, the fallbacks follow it.
 
-`verify` (Math-Verify) is non-symmetric: the gold goes first. Timeouts rely on SIGALRM, so they
-are only armed in the main thread; elsewhere the caller (a worker process) must bound the time.
+`parse`/`verify` are Math-Verify's own, under their 5 s alarm (SIGALRM, so armed only in the main thread; a
+worker elsewhere is bounded by its pool). The grader's own SymPy work has no time limit in the official tool;
+here it runs under the same alarm, and a timeout only fails that one stage.
 """
 from __future__ import annotations
 
-import random
+import functools
+import itertools
+import re
 import threading
-from decimal import ROUND_HALF_UP, Decimal
 
 import sympy
-from math_verify import verify
+from math_verify import ExprExtractionConfig, LatexExtractionConfig
+from math_verify import parse as mv_parse
+from math_verify import verify as mv_verify
+from math_verify.parser import NormalizationConfig
 from math_verify.utils import timeout as _alarm
 from sympy import Basic, MatrixBase
 
 from ftllm.grade import rewrite
+
+MAX_PLUS_MINUS = 6  # 2^k parses; the official tool has no cap, ours keeps hostile text bounded
+
+
+def extraction_config() -> list:
+    """§0: LaTeX (units off, every box, no equation splitting) plus plain expressions."""
+    return [
+        LatexExtractionConfig(
+            normalization_config=NormalizationConfig(
+                basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all", equations=False
+            )
+        ),
+        ExprExtractionConfig(),
+    ]
+
+
+_CONFIG = extraction_config()
 
 
 def arm(timeout_s: int | None) -> int | None:
@@ -23,7 +45,7 @@ def arm(timeout_s: int | None) -> int | None:
 
 
 def guarded(fn, timeout_s: int | None, *args):
-    """Run our own SymPy work under the same alarm Math-Verify uses; any failure is a False."""
+    """Our own SymPy work under the same alarm Math-Verify uses; any failure or timeout is False."""
     try:
         return _alarm(arm(timeout_s))(fn)(*args)
     except BaseException as err:  # TimeoutException derives from BaseException
@@ -36,165 +58,286 @@ def sympy_items(parsed: list) -> list:
     return [p for p in parsed if isinstance(p, (Basic, MatrixBase))]
 
 
-# --- strict: the same SymPy tree ------------------------------------------------------------
-
-def same_tree(gold: list, pred: list, timeout_s: int | None) -> bool:
-    def check():
-        golds = {sympy.srepr(g) for g in sympy_items(gold)}
-        return any(sympy.srepr(p) in golds for p in sympy_items(pred))
-
-    return bool(golds_or_strings(gold, pred) or guarded(check, timeout_s))
+def is_math(x) -> bool:
+    return isinstance(x, (Basic, MatrixBase))
 
 
-def golds_or_strings(gold: list, pred: list) -> bool:
-    """Both sides unparseable as math: Math-Verify falls back to comparing the matched strings."""
-    gs = [g.strip() for g in gold if isinstance(g, str) and g.strip()]
-    ps = [p.strip() for p in pred if isinstance(p, str) and p.strip()]
-    return not sympy_items(gold) and not sympy_items(pred) and bool(set(gs) & set(ps))
+@functools.lru_cache(maxsize=8192)
+def _parse_cached(s: str, timeout_s: int | None) -> tuple:
+    try:
+        return tuple(mv_parse(s, extraction_config=_CONFIG, parsing_timeout=timeout_s))
+    except BaseException as err:  # a timeout is a BaseException
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        return ()
 
 
-# --- soft: value equality ----------------------------------------------------------------
+def parse(s: str, timeout_s: int | None = 5) -> list:
+    """§0 parse(s): `[value, extracted_text]`, `[text]` when nothing parsed, `[]` when nothing matched."""
+    return list(_parse_cached(s, arm(timeout_s)))
 
-def same_value(gold: list, pred: list, timeout_s: int | None, set_relation: bool = False) -> bool:
+
+def verify(gold: list, pred: list, timeout_s: int | None = 5) -> bool:
+    """§0 verify(g, p), gold first: every element against every element, 5 s per pair."""
     if not gold or not pred:
         return False
-    return verify(gold, pred, timeout_seconds=arm(timeout_s), allow_set_relation_comp=set_relation)
-
-
-def vectors_as_tuples(parsed: list) -> list:
-    """A column or row vector is the same list of elements as a tuple."""
-    out = []
-    for p in parsed:
-        if isinstance(p, MatrixBase) and 1 in p.shape:
-            p = sympy.Tuple(*list(p))
-        out.append(p)
-    return out
-
-
-def intervals_as_tuples(parsed: list) -> list:
-    """`(a, b)` read as an open interval (or an empty one when a > b) is re-read as a tuple."""
-    out = []
-    for p in parsed:
-        if isinstance(p, sympy.Interval) and p.left_open and p.right_open:
-            p = sympy.Tuple(p.start, p.end)
-        out.append(p)
-    return out
-
-
-def relations_as_set(parsed: list) -> list:
-    """`x < -1, x > 1` (a list of inequalities in one variable, "or" already made a comma) as the union of their sets.
-
-    Solving can be slow or raise: call it under `guarded`.
-    """
-    out = []
-    for p in parsed:
-        if isinstance(p, (sympy.FiniteSet, sympy.Tuple)) and len(p.args) > 1:
-            rels = list(p.args)
-            symbols = set().union(*(r.free_symbols for r in rels if isinstance(r, Basic)))
-            if len(symbols) == 1 and all(isinstance(r, (sympy.core.relational.Relational, sympy.And)) for r in rels):
-                p = sympy.Union(*(r.as_set() for r in rels))
-        out.append(p)
-    return out
-
-
-def relation_atoms(expr) -> list | None:
-    """Inequalities normalised to `(lhs - rhs, op)` with op in {>, >=, =}; None if not all relations."""
-    if isinstance(expr, sympy.And) or isinstance(expr, (sympy.FiniteSet, sympy.Tuple)):
-        parts = list(expr.args)
-    else:
-        parts = [expr]
-    atoms = []
-    for rel in parts:
-        strict = isinstance(rel, (sympy.StrictGreaterThan, sympy.StrictLessThan))
-        if isinstance(rel, (sympy.StrictGreaterThan, sympy.GreaterThan)):
-            atoms.append((rel.lhs - rel.rhs, ">" if strict else ">="))
-        elif isinstance(rel, (sympy.StrictLessThan, sympy.LessThan)):
-            atoms.append((rel.rhs - rel.lhs, ">" if strict else ">="))
-        elif isinstance(rel, sympy.Eq):
-            atoms.append((rel.lhs - rel.rhs, "="))
-        elif isinstance(rel, sympy.And):
-            atoms.extend(relation_atoms(rel) or [(None, "?")])
-        else:
-            return None
-    return atoms if all(a is not None for a, _ in atoms) else None
-
-
-def same_atoms(gold: list, pred: list, timeout_s: int | None) -> bool:
-    """Sets of inequalities compared atom by atom (`x>1, x<3` vs `1<x<3`)."""
-
-    def atom_eq(a, b) -> bool:
-        (da, oa), (db, ob) = a, b
-        if oa != ob:
-            return False
-        ratio = sympy.simplify(da / db) if db != 0 else None
-        return ratio is not None and ratio.is_number and (ratio > 0 if oa != "=" else ratio != 0)
-
-    def check():
-        for g in sympy_items(gold):
-            ga = relation_atoms(g)
-            for p in sympy_items(pred):
-                pa = relation_atoms(p)
-                if ga and pa and len(ga) == len(pa):
-                    if all(any(atom_eq(x, y) for y in pa) for x in ga) and all(any(atom_eq(y, x) for x in ga) for y in pa):
-                        return True
+    try:
+        return bool(mv_verify(gold, pred, timeout_seconds=arm(timeout_s)))
+    except BaseException as err:
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
         return False
+
+
+# --- §6.12: the extended parse ----------------------------------------------------------------
+
+_PM = re.compile(r"\\(?:pm|mp)(?![A-Za-z])")
+_EMPTY_WORD = re.compile(r"\\emptyset|\\varnothing|\\empty(?![A-Za-z])")
+_OUTER = (("\\[", "\\]"), ("\\(", "\\)"), ("$$", "$$"), ("$", "$"))
+_NAME_CALL = re.compile(r"^[A-Za-z]\w*\s*\((.*)\)$", re.S)
+
+
+def extended_parse(s: str, timeout_s: int | None = 5) -> list:
+    """EP(s): §6's rewrites, then parse; `\\pm`/`\\mp` expanded; an empty set re-read as a tuple."""
+    s = rewrite.ep_text(s)
+    signs = list(_PM.finditer(s))
+    if not signs:
+        result = parse(s, timeout_s)
+        if result and result[0] == sympy.EmptySet and not _EMPTY_WORD.search(s):
+            return _as_tuple(s, timeout_s) or result
+        return result
+    if len(signs) > MAX_PLUS_MINUS:
+        return []
+    equations, values = [], []
+    for combo in itertools.product("+-", repeat=len(signs)):
+        it = iter(combo)
+        parsed = parse(_PM.sub(lambda m: next(it), s), timeout_s)
+        if not parsed:
+            continue
+        first = parsed[0]
+        if isinstance(first, sympy.Eq):
+            equations.append(first)
+        elif isinstance(first, (sympy.FiniteSet, sympy.Tuple, list, tuple, set)):
+            values.extend(v for v in first if v not in values)
+        elif first not in values:
+            values.append(first)
+    if not values and equations and len({e.lhs for e in equations}) == 1:
+        rhs = []
+        for e in equations:
+            for v in (e.rhs if isinstance(e.rhs, sympy.FiniteSet) else [e.rhs]):
+                if v not in rhs:
+                    rhs.append(v)
+        return [sympy.Eq(equations[0].lhs, sympy.FiniteSet(*rhs), evaluate=False)]
+    if values:
+        return [sympy.FiniteSet(*values)]
+    return parse(s, timeout_s)
+
+
+def _as_tuple(s: str, timeout_s: int | None) -> list | None:
+    """`(\\frac{u}{v}, \\frac{u}{v})` read as an empty interval: the parts as a Tuple instead."""
+    inner = s.strip()
+    for left, right in _OUTER:
+        if inner.startswith(left) and inner.endswith(right) and len(inner) >= len(left) + len(right):
+            inner = inner[len(left) : len(inner) - len(right)].strip()
+            break
+    if inner.startswith("\\boxed{") and inner.endswith("}"):
+        inner = inner[len("\\boxed{") : -1].strip()
+    call = _NAME_CALL.match(inner)
+    if call:
+        inner = call.group(1)
+    elif inner[:1] in "([" and inner[-1:] in ")]":
+        inner = inner[1:-1]
+    parts = rewrite.split_top_level(inner)
+    if len(parts) < 2:
+        return None
+    values = []
+    for part in parts:
+        parsed = parse(f"${part}$", timeout_s)
+        if not parsed or not is_math(parsed[0]):
+            return None
+        values.append(parsed[0])
+    return [sympy.Tuple(*values), inner]
+
+
+# --- §7.2: matrix against tuple -------------------------------------------------------------
+
+def _flat(x) -> list | None:
+    if isinstance(x, MatrixBase):
+        return list(x) if 1 in x.shape else None
+    if isinstance(x, sympy.Tuple):
+        return list(x)
+    if isinstance(x, sympy.Interval):
+        return [x.start, x.end]
+    return None
+
+
+def matrix_tuple(g: list, p: list, timeout_s: int | None) -> bool:
+    if not g or not p or not (isinstance(g[0], MatrixBase) or isinstance(p[0], MatrixBase)):
+        return False
+    gs, ps = _flat(g[0]), _flat(p[0])
+    if gs is None or ps is None or len(gs) != len(ps):
+        return False
+    return all(verify([pk], [gk], timeout_s) for pk, gk in zip(ps, gs))  # prediction first, as the grader does
+
+
+# --- §7.3 / §11.3: inequalities --------------------------------------------------------------
+
+_RELATION = (sympy.core.relational.Relational,)
+
+
+def _relation_set(x) -> list | None:
+    """Members of a comma set whose members are all relations or conjunctions of them, else None."""
+    if not isinstance(x, sympy.FiniteSet) or len(x) == 0:
+        return None
+    members = list(x.args)
+    return members if all(_atoms(m) is not None for m in members) else None
+
+
+def _atoms(x) -> list | None:
+    if isinstance(x, sympy.And):
+        out = []
+        for a in x.args:
+            sub = _atoms(a)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    return [x] if isinstance(x, _RELATION) else None
+
+
+def _atom_key(rel) -> tuple:
+    diff = sympy.simplify(rel.lhs - rel.rhs)
+    if isinstance(rel, (sympy.StrictLessThan, sympy.LessThan)):
+        diff = -diff
+    return diff, isinstance(rel, (sympy.StrictLessThan, sympy.StrictGreaterThan))
+
+
+def inequality_atoms(g: list, p: list, timeout_s: int | None) -> bool:
+    """§11.3 atom match: both sides comma sets of relations, compared as sets of (difference, strict?)."""
+    gm, pm = (_relation_set(x[0]) if x else None for x in (g, p))
+    if gm is None or pm is None:
+        return False
+    ga = [a for m in gm for a in _atoms(m)]
+    pa = [a for m in pm for a in _atoms(m)]
+    if len(ga) != len(pa):
+        return False
+    return bool(guarded(lambda: {_atom_key(a) for a in ga} == {_atom_key(a) for a in pa}, timeout_s))
+
+
+def _ray(rel, sym):
+    """`x > a` (or `a < x`) as an interval in `sym`; None when `sym` is not alone on one side."""
+    if isinstance(rel, sympy.Eq):
+        if rel.lhs == sym and sym not in rel.rhs.free_symbols:
+            return sympy.FiniteSet(rel.rhs)
+        if rel.rhs == sym and sym not in rel.lhs.free_symbols:
+            return sympy.FiniteSet(rel.lhs)
+        return None
+    if not isinstance(rel, (sympy.StrictGreaterThan, sympy.GreaterThan, sympy.StrictLessThan, sympy.LessThan)):
+        return None
+    strict = isinstance(rel, (sympy.StrictGreaterThan, sympy.StrictLessThan))
+    greater = isinstance(rel, (sympy.StrictGreaterThan, sympy.GreaterThan))
+    if rel.lhs == sym and sym not in rel.rhs.free_symbols:
+        bound = rel.rhs
+    elif rel.rhs == sym and sym not in rel.lhs.free_symbols:
+        bound, greater = rel.lhs, not greater
+    else:
+        return None
+    if greater:
+        return sympy.Interval(bound, sympy.oo, left_open=strict)
+    return sympy.Interval(-sympy.oo, bound, right_open=strict)
+
+
+def _converted(members: list) -> list | None:
+    """§11.3 interval conversion of one side's comma set: [union, intersection]; None when it cannot."""
+    atoms = [a for m in members for a in _atoms(m)]
+    symbols = [a.free_symbols for a in atoms]
+    if all(len(s) == 1 for s in symbols) and len(set().union(*symbols)) == 1:
+        sets = [m.as_set() for m in members]
+    else:
+        sets = None
+        for sym in sorted(set.intersection(*map(set, symbols)), key=lambda s: s.name):
+            rays = [[_ray(a, sym) for a in _atoms(m)] for m in members]
+            if all(r is not None for rs in rays for r in rs):
+                sets = [sympy.Intersection(*rs) for rs in rays]
+                break
+        if sets is None:
+            return None
+    out = [sympy.Union(*sets)]
+    if len(sets) >= 2:
+        both = sympy.Intersection(*sets)
+        if both != sympy.EmptySet:
+            out.append(both)
+    return out
+
+
+def inequality_intervals(g: list, p: list, timeout_s: int | None) -> bool:
+    """§11.3 interval conversion: a comma set of relations against the other side's value, as sets."""
+    if not g or not p:
+        return False
+    gm, pm = _relation_set(g[0]), _relation_set(p[0])
+    gc = guarded(lambda: _converted(gm), timeout_s) if gm is not None else None
+    pc = guarded(lambda: _converted(pm), timeout_s) if pm is not None else None
+    gc, pc = gc or None, pc or None
+    if gc is None and pc is None:
+        return False
+    gc, pc = gc or [g[0]], pc or [p[0]]
+    return any(verify([a], [b], timeout_s) for a in gc for b in pc)
+
+
+# --- §7.10: decimal rounding ------------------------------------------------------------------
+
+def decimal_rounding(g: list, p: list, timeout_s: int | None) -> bool:
+    texts = [x[1] for x in (g, p) if len(x) > 1 and isinstance(x[1], str)]
+    places = [len(d.split(".")[1]) for t in texts for d in rewrite.DECIMAL.findall(t)]
+    if not places or not g or not p:
+        return False
+    d = min(places)
+
+    def check() -> bool:
+        a, b = g[0], p[0]
+        if isinstance(a, sympy.FiniteSet) and isinstance(b, sympy.FiniteSet):
+            if len(a) != len(b):
+                return False
+            xs, ys = sorted(float(v) for v in a), sorted(float(v) for v in b)
+            return all(round(x, d) == round(y, d) for x, y in zip(xs, ys))
+        return round(float(a), d) == round(float(b), d)
 
     return bool(guarded(check, timeout_s))
 
 
-def rounds_to(gold_text: str, gold: list, pred_text: str, pred: list, timeout_s: int | None) -> bool:
-    """A decimal on either side equals the other side rounded to the decimal's places (`0.333` vs `1/3`)."""
+# --- §8: strict --------------------------------------------------------------------------------
 
-    def one_way(dec_text: str, other: list) -> bool:
-        places = rewrite.decimal_places(dec_text)
-        if places is None:
-            return False
-        target = Decimal(dec_text.strip().strip("$").strip())
-        for expr in sympy_items(other):
-            if isinstance(expr, Basic) and expr.is_number and expr.is_real is not False:
-                value = Decimal(str(sympy.N(expr, places + 15)))
-                if value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP) == target:
-                    return True
-        return False
+def same_tree(g: list, p: list, raw_g: str, raw_p: str, timeout_s: int | None) -> bool:
+    """§8.1-8.2: srepr of the first elements; only when that raises, latex2sympy on the raw strings."""
+    try:
+        return sympy.srepr(p[0]) == sympy.srepr(g[0])
+    except Exception:
+        pass
 
-    return bool(guarded(lambda: one_way(gold_text, pred) or one_way(pred_text, gold), timeout_s))
+    def raw() -> bool:
+        from latex2sympy2_extended import latex2sympy
 
+        a, b = (latex2sympy(x.strip().strip("$")) for x in (raw_p, raw_g))
+        return sympy.srepr(a) == sympy.srepr(b)
 
-# --- complex: i is the imaginary unit ----------------------------------------------------
-
-def with_imaginary_unit(parsed: list, evaluate: bool = True) -> list:
-    """`i` replaced by `I`; `evaluate=False` keeps the written tree (complex-strict: `i^2` stays `I**2`, not -1)."""
-    out = []
-    for p in parsed:
-        if isinstance(p, (Basic, MatrixBase)):
-            # names decide identity: a complex-read side has `theta` without the real=True assumption
-            subs = {s: sympy.I if s.name == "i" else sympy.Symbol(s.name) for s in p.free_symbols if isinstance(s, sympy.Symbol)}
-            with sympy.evaluate(evaluate):
-                p = p.xreplace(subs)
-        out.append(p)
-    return out
+    return bool(guarded(raw, timeout_s))
 
 
-def same_complex_value(gold: list, pred: list, timeout_s: int | None) -> bool:
-    """Direct check, then a numeric one at random points (Euler identities hold numerically)."""
-    gold, pred = with_imaginary_unit(gold), with_imaginary_unit(pred)
-    if same_value(gold, pred, timeout_s):
+# --- §9: complex -------------------------------------------------------------------------------
+
+def with_i(x):
+    """The free symbol named `i` as the imaginary unit; raises on a non-SymPy value, as the grader does."""
+    return x.subs({s: sympy.I for s in x.free_symbols if getattr(s, "name", None) == "i"})
+
+
+def complex_equal(g0, p0, timeout_s: int | None) -> bool:
+    """§9 steps 3-4: verify, then SymPy's numeric identity test with the prediction's assumptions."""
+    if verify([g0], [p0], timeout_s):
         return True
 
-    def numeric():
-        rng = random.Random(0)
-        for g in sympy_items(gold):
-            for p in sympy_items(pred):
-                if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr)):
-                    continue
-                symbols = sorted(g.free_symbols | p.free_symbols, key=str)
-                if all(_close(g, p, {s: rng.uniform(0.2, 1.4) for s in symbols}) for _ in range(3)):
-                    return True
-        return False
+    def numeric() -> bool:
+        assumed = {s.name: s for s in p0.free_symbols if isinstance(s, sympy.Symbol)}
+        g = g0.xreplace({s: assumed[s.name] for s in g0.free_symbols if isinstance(s, sympy.Symbol) and s.name in assumed})
+        return p0.equals(g) is True
 
     return bool(guarded(numeric, timeout_s))
-
-
-def _close(g, p, point: dict) -> bool:
-    a, b = complex(sympy.N(g.subs(point), 30)), complex(sympy.N(p.subs(point), 30))
-    return abs(a - b) <= 1e-9 * (1 + abs(a))

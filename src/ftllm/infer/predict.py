@@ -133,13 +133,16 @@ def sample_records(rows: list[dict], results: list[StrategyResult], votes: list)
 
 
 def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
-    """Run the strategy on `rows`; write predictions.jsonl (input fields + output) and samples.parquet atomically."""
+    """Run the strategy on `rows`; write predictions.jsonl (the input's grader keys + output) and samples.parquet atomically."""
     from ftllm.io import atomic_path, write_jsonl, write_parquet
 
     start = time.monotonic()
     results = run_predictions(config, rows)
     votes = annotate_votes(config, rows, results)
-    predictions = [{**row, "output": result.output or EMPTY_OUTPUT} for row, result in zip(rows, results)]
+    from ftllm.grade.files import prediction_row
+
+    # only keys the official grader accepts: any other key makes it skip the row
+    predictions = [prediction_row(row, result.output or EMPTY_OUTPUT) for row, result in zip(rows, results)]
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         write_jsonl(tmp / "predictions.jsonl", predictions)

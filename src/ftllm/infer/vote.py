@@ -3,8 +3,9 @@
 1. Every sample's final answer is extracted with the grader's own settings (`ftllm.grade.answer_text`)
    in a guarded process pool: a parse that crashes or hangs makes that sample "unparseable".
 2. Answers are grouped greedily into equivalence classes: an answer joins the first class whose
-   representative it matches *in both directions* under the problem's `evaluation_method`
-   (Math-Verify is not symmetric, and a vote must not merge what the grader would split).
+   representative it matches *in both directions* under the problem's `evaluation_method`, with the same
+   fallback triggers (`ftllm.grade.equivalent`): the grader is not symmetric, and a vote must not merge
+   answers it would score differently against some gold.
 3. The largest class wins; ties go to the larger summed log-probability, then to first appearance.
    (Sampling skips per-token logprobs by default; `ftllm.infer.strategies.base.break_ties` scores just the
    tied samples afterwards and calls `rerank`.)
@@ -33,7 +34,7 @@ from typing import Sequence
 
 import sympy
 
-from ftllm.grade import answer_text, answers_match, extract_answer
+from ftllm.grade import answer_text, answers_match, equivalent, extract_answer
 from ftllm.grade.clean import boxed_spans
 from ftllm.infer.pool import GuardedPool, own_progress_lock, run_guarded
 
@@ -385,7 +386,7 @@ def _find_class(answer: str, reps: list[str], method: str, timeout_s: int, exact
                 return c
         elif surely_different(rep, answer, timeout_s):
             continue
-        elif answers_match(rep, answer, method, timeout_s) and answers_match(answer, rep, method, timeout_s):
+        elif equivalent(rep, answer, method, timeout_s):
             return c
     return len(reps)
 

@@ -37,7 +37,7 @@ class AgreementConfig:
 def agreement_shares(engine, rows: list[dict], config: AgreementConfig, template_kwargs: dict | None = None
                      ) -> list[float]:
     """For each row, the share of its k re-solves whose answer matches the row's `answer`."""
-    from ftllm.grade import is_correct
+    from ftllm.grade import as_gold, is_correct
 
     if not rows:
         return []
@@ -46,6 +46,6 @@ def agreement_shares(engine, rows: list[dict], config: AgreementConfig, template
     outputs = engine.chat(conversations, sampling, **(template_kwargs or {}))
     shares = []
     for row, samples in zip(rows, outputs):
-        agree = sum(is_correct(s.text, str(row["answer"])) for s in samples)
+        agree = sum(is_correct(s.text, as_gold(row["answer"])) for s in samples)
         shares.append(agree / max(1, len(samples)))
     return shares

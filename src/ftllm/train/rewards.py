@@ -17,7 +17,7 @@ import re
 import threading
 from typing import Callable, Sequence
 
-from ftllm.grade import is_correct
+from ftllm.grade import as_gold, is_correct
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 
@@ -43,7 +43,7 @@ def accuracy(completions: Sequence, answer: Sequence[str], **_: object) -> list[
     rewards = []
     for completion, gold in zip(completions, answer, strict=True):
         text = completion_text(completion)
-        rewards.append(1.0 if text.strip() and is_correct(text, str(gold), timeout_s=timeout_s) else 0.0)
+        rewards.append(1.0 if text.strip() and is_correct(text, as_gold(gold), timeout_s=timeout_s) else 0.0)
     return rewards
 
 
