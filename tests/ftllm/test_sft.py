@@ -218,7 +218,7 @@ def test_train_only_new_layers(tmp_path, tiny_model):
     (model_dir / "upscale.json").write_text(json.dumps({"new_layers": [2], "freeze_original": True}))
     data = tmp_path / "kept.parquet"
     write_parquet(data, rows())
-    metrics = train_sft(tiny_config(max_steps=2), model_dir, data, tmp_path / "sft", tmp_path / "ck")
+    metrics = train_sft(tiny_config(max_steps=2, train_layers="auto"), model_dir, data, tmp_path / "sft", tmp_path / "ck")
     before, after = load_file(model_dir / "model.safetensors"), load_file(tmp_path / "sft" / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".layers.2." in k for k in changed)

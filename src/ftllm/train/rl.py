@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 TELEMETRY_DIR = "ftllm_telemetry"  # inside each checkpoint-N folder
 PROMPTS_FILE = "rl_prompts.json"  # the selected prompt set, beside the checkpoints
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")  # TRL 1.16's names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +116,11 @@ class RLConfig:
     vllm_mode: str = "colocate"  # colocate: vLLM in the training process | server: `trl vllm-serve`
     vllm_gpu_memory_utilization: float = 0.3
     vllm_server_base_url: str | None = None
+    # importance-sampling correction of the sampler/trainer mismatch (always on with vLLM). token_truncate is the
+    # reference's per-token loss -A·ratio·min(rho, cap) (TIS); TRL 1.16's own default is sequence_mask
+    is_mode: str = "token_truncate"  # token_truncate | token_mask | sequence_truncate | sequence_mask
+    is_cap: float | None = 2.0  # C_max: truncate (or mask) ratios above it; null = no upper bound (mask modes)
+    is_floor: float | None = None  # C_min: truncate (or mask) ratios below it; null = none
     # async mode
     max_staleness: int = 4  # maximum policy lag, in optimizer steps, of a rollout used for training
     weight_sync_steps: int = 1
@@ -133,6 +139,7 @@ class RLConfig:
             "scale_rewards": (self.scale_rewards, ("group", "batch", "none")),
             "importance_sampling_level": (self.importance_sampling_level, ("token", "sequence")),
             "vllm_mode": (self.vllm_mode, ("colocate", "server")),
+            "is_mode": (self.is_mode, IS_MODES),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
@@ -143,6 +150,12 @@ class RLConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2: advantages compare completions of one prompt")
+        if self.is_mode.endswith("_truncate") and self.is_cap is None:
+            raise ValueError(f"is_cap must be set for is_mode {self.is_mode}: truncation needs an upper bound")
+        if self.is_cap is not None and self.is_cap <= 0:
+            raise ValueError(f"is_cap must be > 0, got {self.is_cap}")
+        if self.is_floor is not None and self.is_cap is not None and not 0 <= self.is_floor < self.is_cap:
+            raise ValueError(f"is_floor must be in [0, is_cap={self.is_cap}), got {self.is_floor}")
         try:
             select_rewards(self.rewards)
             check_num_processes(self.num_processes)
@@ -243,6 +256,9 @@ def grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int = 1):
             vllm_mode=config.vllm_mode,
             vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
             vllm_importance_sampling_correction=True,
+            vllm_importance_sampling_mode=config.is_mode,
+            vllm_importance_sampling_clip_max=config.is_cap,
+            vllm_importance_sampling_clip_min=config.is_floor,
         )
         if config.vllm_server_base_url:
             vllm["vllm_server_base_url"] = config.vllm_server_base_url

@@ -54,7 +54,10 @@ class SFTConfig:
     attn_implementation: str | None = "sdpa"
     chat_template: str | None = None  # jinja file replacing the tokenizer's template
     eos_token: str | None = None  # the template's end-of-turn token, e.g. <|return|> (harmony), <|im_end|> (ChatML)
-    train_layers: str = "auto"  # all | new (only the upscale's inserted layers) | auto (as upscale.json says)
+    # all: every weight (Open-R1, the default) | new: only the upscale's inserted layers (OpT-DeUS; a third of
+    # the optimizer memory and the original layers stay as they were, but less capacity to learn the task) |
+    # auto: as upscale.json's freeze_original says
+    train_layers: str = "all"
     # schedule (Open-R1 distill)
     learning_rate: float = 4.0e-5
     lr_scheduler_type: str = "cosine_with_min_lr"
