@@ -156,6 +156,7 @@ class SamplingSpec:
 # Domain modules own their configs so they stay next to the code that reads them.
 SECTIONS: dict[str, str] = {
     "base": "ftllm.models:BaseConfig",
+    "baseline": "ftllm.models:BaseConfig",
     "teacher": "ftllm.models:BaseConfig",
     "evalset": "ftllm.evalset:EvalsetConfig",
     "generate": "ftllm.generate:GenerateConfig",
