@@ -7,11 +7,11 @@ import pytest
 
 from ftllm.config import ConfigError, build
 from ftllm.io import InputError, write_parquet
+from ftllm.prompting import fill_template
 from ftllm.train.checkpoints import prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.sft import (
     SFTConfig,
     build_example,
-    fill_template,
     freeze_all_but_layers,
     gradient_accumulation_steps,
     layers_to_train,
@@ -50,10 +50,11 @@ def test_fill_template_keeps_unknown_braces():
 
 
 def test_example_field_mode_puts_reasoning_in_thinking():
-    config = tiny_config(system_prompt="あなたは数学の先生です。")
+    config = tiny_config(prompt={"system_prompt": "あなたは数学の先生です。", "answer_instruction": "答えは \\boxed{} に。"})
     example = build_example(ROW, config)
     assert [m["role"] for m in example["prompt"]] == ["system", "user"]
-    assert example["prompt"][1]["content"].startswith(ROW["problem"])
+    assert example["prompt"][0]["content"] == "あなたは数学の先生です。答えは \\boxed{} に。"
+    assert example["prompt"][1]["content"] == ROW["problem"]
     (assistant,) = example["completion"]
     assert assistant["thinking"] == ROW["reasoning"]
     assert assistant["content"] == "2x = 4 より x = 2。\n\n\\boxed{2}"  # answer appended in the graded format

@@ -2,7 +2,7 @@
 
 TRL's `GRPOTrainer` is the engine. What this module adds, each switched from params:
 
-- prompts: judged rows with a known answer, rendered like SFT's prompts (`prompt_template`);
+- prompts: judged rows with a known answer, rendered by the shared prompt contract (`ftllm.prompting`);
   optionally filtered by the SFT model's pass rate over k samples (`pass_rate_filter`), which
   drops problems it always or never solves: such groups have zero reward variance and teach nothing;
 - rewards: names from `ftllm.train.rewards.REWARDS` with a weight each (`rewards`);
@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from ftllm.io import InputError, read_records, write_json
+from ftllm.prompting import PromptSpec, build_conversation
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.launch import check_num_processes, world_size
 from ftllm.train.rewards import select_rewards
-from ftllm.train.sft import fill_template
 from ftllm.train.telemetry import LOSS_TYPES, TelemetryLog, group_rows, step_row
 from ftllm.train.trainer import shared_trainer_args
 
@@ -75,9 +75,8 @@ class RLConfig:
     """The `rl` params section. Defaults follow DAPO on TRL 1.16 (token-level loss, clip-higher, no KL)."""
 
     mode: str = "sync"  # sync: GRPOTrainer | async: experimental AsyncGRPOTrainer (GPUs + vLLM server)
-    # prompts. Templates use {key} for fields of the judged row; other braces stay literal.
-    prompt_template: str = "{problem}\n\n最終的な答えを \\boxed{} の中に書いてください。"
-    system_prompt: str | None = None
+    # prompts: the top-level `prompt` section (sft, rl and predict share it)
+    prompt: PromptSpec = dataclasses.field(default_factory=PromptSpec)
     max_prompts: int | None = None  # keep the first N usable rows (demo / smoke runs)
     pass_rate_filter: PassRateFilter = dataclasses.field(default_factory=PassRateFilter)
     # rewards: registry name -> weight
@@ -173,8 +172,7 @@ class RLConfig:
 
 
 def build_prompt(row: dict, config: RLConfig) -> list[dict]:
-    messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-    return messages + [{"role": "user", "content": fill_template(config.prompt_template, row)}]
+    return build_conversation(row, config.prompt)
 
 
 def load_prompts(data: str | Path, config: RLConfig) -> list[dict]:
@@ -190,7 +188,8 @@ def load_prompts(data: str | Path, config: RLConfig) -> list[dict]:
     return examples[: config.max_prompts] if config.max_prompts else examples
 
 
-def measure_pass_rates(examples: list[dict], model_dir: str | Path, spec: PassRateFilter, seed: int) -> list[float]:
+def measure_pass_rates(examples: list[dict], model_dir: str | Path, spec: PassRateFilter, seed: int,
+                       chat_template_kwargs: dict | None = None) -> list[float]:
     """Fraction of `spec.k` samples of the starting model that the accuracy reward accepts, per example."""
     from ftllm.config import EngineSpec, SamplingSpec
     from ftllm.engine import make_engine
@@ -202,7 +201,7 @@ def measure_pass_rates(examples: list[dict], model_dir: str | Path, spec: PassRa
     )  # fmt: skip
     sampling = SamplingSpec(n=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens, seed=seed)
     with make_engine(engine_spec) as engine:
-        outputs = engine.chat([ex["prompt"] for ex in examples], sampling)
+        outputs = engine.chat([ex["prompt"] for ex in examples], sampling, **dict(chat_template_kwargs or {}))
     rates = []
     for ex, completions in zip(examples, outputs, strict=True):
         scores = accuracy([c.text for c in completions], [ex["answer"]] * len(completions))
@@ -271,6 +270,7 @@ def grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int = 1):
         importance_sampling_level=config.importance_sampling_level,
         num_iterations=config.num_iterations,
         reward_weights=weights,
+        chat_template_kwargs=dict(config.prompt.chat_template_kwargs),
         use_vllm=config.use_vllm,
         **vllm,
     )
@@ -387,7 +387,7 @@ def select_prompts(config: RLConfig, model_dir, data) -> tuple[list[dict], dict]
     counts = {"prompts_with_answer": len(examples)}
     spec = config.pass_rate_filter
     if spec.k:
-        rates = measure_pass_rates(examples, model_dir, spec, config.seed)
+        rates = measure_pass_rates(examples, model_dir, spec, config.seed, config.prompt.chat_template_kwargs)
         examples = filter_by_pass_rate(examples, rates, spec)
         counts.update(
             pass_rate_mean=sum(rates) / len(rates),

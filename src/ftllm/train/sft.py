@@ -2,7 +2,7 @@
 
 Each judged row becomes one prompt-completion conversation:
 
-    prompt     = [system (optional), user: prompt_template filled from the row]
+    prompt     = [system (optional), user]: the shared prompt contract (`ftllm.prompting`, params `prompt`)
     completion = [assistant: worked solution ending in \\boxed{answer},
                   teacher reasoning in `thinking` (field) / inside the content (inline) / dropped]
 
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ftllm.io import InputError, read_records, write_json
+from ftllm.prompting import PromptSpec, build_conversation, fill_template
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.launch import check_num_processes, world_size
 from ftllm.train.trainer import loss_history, shared_trainer_args
@@ -43,9 +44,8 @@ REASONING_MODES = ("field", "inline", "drop")
 class SFTConfig:
     """The `sft` params section. Defaults are Open-R1's OpenR1-Distill-7B recipe."""
 
-    # data -> conversations. Templates use {key} for any field of the judged row; other braces stay literal.
-    prompt_template: str = "{problem}\n\n最終的な答えを \\boxed{} の中に書いてください。"
-    system_prompt: str | None = None
+    # data -> conversations. The prompt is the top-level `prompt` section (sft, rl and predict share it).
+    prompt: PromptSpec = dataclasses.field(default_factory=PromptSpec)
     reasoning: str = "field"  # field: `thinking` key | inline: inside content via inline_template | drop
     inline_template: str = "<think>\n{reasoning}\n</think>\n\n{content}"
     max_rows: int | None = None  # keep the first N rows (demo / smoke runs)
@@ -108,11 +108,6 @@ class SFTConfig:
 # Rows -> prompt-completion conversations
 
 
-def fill_template(template: str, row: dict) -> str:
-    """Replace {key} by row[key]; braces that name no field (\\boxed{}) are left as written."""
-    return re.sub(r"\{(\w+)\}", lambda m: str(row[m.group(1)]) if m.group(1) in row else m.group(0), template)
-
-
 def final_content(row: dict) -> str:
     """The worked solution, made to end in \\boxed{answer} so the model learns the graded format."""
     solution = str(row["solution"]).rstrip()
@@ -123,10 +118,7 @@ def final_content(row: dict) -> str:
 
 def build_example(row: dict, config: SFTConfig) -> dict:
     """One judged row -> {"prompt": [...], "completion": [...]} in chat-message form."""
-    prompt = []
-    if config.system_prompt:
-        prompt.append({"role": "system", "content": config.system_prompt})
-    prompt.append({"role": "user", "content": fill_template(config.prompt_template, row)})
+    prompt = build_conversation(row, config.prompt)
     content = final_content(row)
     reasoning = str(row.get("reasoning") or "").strip()
     assistant = {"role": "assistant", "content": content}
@@ -134,7 +126,10 @@ def build_example(row: dict, config: SFTConfig) -> dict:
         assistant["thinking"] = reasoning
     elif config.reasoning == "inline" and reasoning:
         assistant["content"] = fill_template(config.inline_template, {**row, "reasoning": reasoning, "content": content})
-    return {"prompt": prompt, "completion": [assistant]}
+    example = {"prompt": prompt, "completion": [assistant]}
+    if config.prompt.chat_template_kwargs:  # TRL's SFTTrainer passes a row's own kwargs to the template
+        example["chat_template_kwargs"] = dict(config.prompt.chat_template_kwargs)
+    return example
 
 
 def load_examples(data: str | Path, config: SFTConfig) -> list[dict]:
