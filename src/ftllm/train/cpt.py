@@ -85,10 +85,14 @@ class CPTConfig:
     # batch and memory
     per_device_batch_size: int = 1
     gradient_accumulation_steps: int = 8
-    gradient_checkpointing: bool = True
+    # auto: recompute activations only when ftllm.train.trainer.needs_checkpointing's estimate says a
+    # micro-batch does not fit the GPU without it | true | false
+    gradient_checkpointing: Any = "auto"
+    use_liger_kernel: bool = True  # fused RMSNorm/SwiGLU/cross-entropy; only applied when liger_kernel is importable
     bf16: bool = True  # mixed precision; false on CPU
     dtype: str = "bfloat16"  # dtype the base weights load in
-    attn_implementation: str | None = "sdpa"
+    # flex_attention keeps packed documents apart with a block-sparse mask (no backward on CPU: use sdpa there)
+    attn_implementation: str | None = "flex_attention"
     # checkpoints and logs
     save_steps: int = 200
     save_total_limit: int = 2
@@ -98,6 +102,8 @@ class CPTConfig:
     accelerate_config: str = "configs/accelerate/ddp.yaml"
 
     def __post_init__(self) -> None:
+        if self.gradient_checkpointing not in (True, False, "auto"):
+            raise ValueError(f"gradient_checkpointing must be true, false or auto, got {self.gradient_checkpointing!r}")
         if self.rope_scaling not in ROPE_SCALINGS:
             raise ValueError(f"rope_scaling must be one of {', '.join(ROPE_SCALINGS)}, got {self.rope_scaling!r}")
         if self.rope_scaling == "abf" and (self.rope_theta is None or self.rope_theta <= 0):
@@ -331,16 +337,33 @@ def add_adapters(model, config: CPTConfig):
     return get_peft_model(model, lora)
 
 
-def trainer_args(config: CPTConfig, checkpoint_dir: str | Path, max_steps: int):
+def resolve_checkpointing(config: CPTConfig, model_config) -> bool:
+    """gradient_checkpointing as set, or for `auto` the memory estimate (frozen bf16 base, DDP: one copy per GPU)."""
+    if config.gradient_checkpointing != "auto":
+        return bool(config.gradient_checkpointing)
+    from ftllm.train.trainer import device_memory_bytes, needs_checkpointing
+
+    memory = device_memory_bytes()
+    if memory is None:  # CPU: nothing to size against
+        return False
+    tokens = config.per_device_batch_size * config.sequence_length
+    return needs_checkpointing(model_config, tokens, 1, memory, trains_all=False)
+
+
+def trainer_args(config: CPTConfig, checkpoint_dir: str | Path, max_steps: int, checkpointing: bool = False):
+    import importlib.util
+
     from transformers import TrainingArguments
 
     shared = shared_trainer_args(config, checkpoint_dir, config.gradient_accumulation_steps)
     shared["max_steps"] = max_steps  # a streamed corpus has no length: the trainer needs the step count
+    shared["gradient_checkpointing"] = checkpointing
     return TrainingArguments(
         **shared,
         num_train_epochs=config.num_train_epochs,
         weight_decay=config.weight_decay,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        use_liger_kernel=config.use_liger_kernel and importlib.util.find_spec("liger_kernel") is not None,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         remove_unused_columns=False,
     )
 
@@ -390,7 +413,8 @@ def train_cpt(
     model.config.use_cache = False
     model = add_adapters(model, config)
     trainable, total = model.get_nb_trainable_parameters()
-    args = trainer_args(config, checkpoint_dir, max_steps)
+    checkpointing = resolve_checkpointing(config, model.config)
+    args = trainer_args(config, checkpoint_dir, max_steps, checkpointing)
     trainer = Trainer(model=model, args=args, train_dataset=as_torch_iterable(blocks),
                       data_collator=default_data_collator, callbacks=list(callbacks))
     started = time.perf_counter()
@@ -414,6 +438,8 @@ def train_cpt(
         "runtime_s": round(runtime_s, 2),
         "resumed_from_step": checkpoint_step(resume_from),
         "processes": world_size(),
+        "gradient_checkpointing": checkpointing,
+        "attn_implementation": config.attn_implementation,
     }
     if trainer.accelerator.is_main_process:
         merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()

@@ -51,7 +51,9 @@ class SFTConfig:
     max_rows: int | None = None  # keep the first N rows (demo / smoke runs)
     # model and template
     dtype: str = "bfloat16"
-    attn_implementation: str | None = "sdpa"
+    # flex_attention: block-sparse document masks for packed rows (benchmarks/sft_mfu.py: the fastest on H100/H200);
+    # sdpa and eager also keep packed documents apart (from position_ids), only slower
+    attn_implementation: str | None = "flex_attention"
     chat_template: str | None = None  # jinja file replacing the tokenizer's template
     eos_token: str | None = None  # the template's end-of-turn token, e.g. <|return|> (harmony), <|im_end|> (ChatML)
     # all: every weight (Open-R1, the default) | new: only the upscale's inserted layers (OpT-DeUS; a third of
@@ -69,11 +71,19 @@ class SFTConfig:
     max_grad_norm: float = 0.2
     seed: int = 42
     # batch and memory
+    # With packing (the default) a "sequence" below is one pack of up to max_length tokens holding several
+    # rows; without it, one row padded to the longest in its micro-batch.
     max_length: int = 16384
     global_batch_size: int = 128  # sequences per optimizer step, whatever the GPU count
     per_device_batch_size: int = 2
-    packing: bool = False  # bfd packing (padding-free); Open-R1 trains unpacked
-    gradient_checkpointing: bool = True
+    # padding-free best-fit-decreasing packing: rows share a pack, position ids restart per row so no row
+    # attends to another (transformers needs use_cache off for that, which TRL's compute_loss sets), no
+    # padding is computed. false = Open-R1's unpacked rows (same loss per row, ~5x slower on an H100)
+    packing: bool = True
+    packing_strategy: str = "bfd"  # bfd (rows longer than max_length truncated) | bfd_split (split instead)
+    # auto: recompute activations only when the estimate of ftllm.train.trainer.needs_checkpointing says a
+    # micro-batch would not fit in GPU memory without it (it costs ~1/3 more compute); true | false force it
+    gradient_checkpointing: Any = "auto"
     use_liger_kernel: bool = True  # only applied when liger_kernel is importable
     bf16: bool = True
     # checkpoints and logs
@@ -87,6 +97,10 @@ class SFTConfig:
     accelerate_config: str = "configs/accelerate/fsdp2.yaml"
 
     def __post_init__(self) -> None:
+        if self.gradient_checkpointing not in (True, False, "auto"):
+            raise ValueError(f"gradient_checkpointing must be true, false or auto, got {self.gradient_checkpointing!r}")
+        if self.packing_strategy not in ("bfd", "bfd_split"):
+            raise ValueError(f"packing_strategy must be bfd or bfd_split, got {self.packing_strategy!r}")
         if self.reasoning not in REASONING_MODES:
             raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}, got {self.reasoning!r}")
         if self.train_layers not in ("all", "new", "auto"):
@@ -197,22 +211,28 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int):
-    """TRL SFTConfig for this run."""
+def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int, checkpointing: bool | None = None):
+    """TRL SFTConfig for this run; `checkpointing` is the resolved gradient_checkpointing (see resolve_checkpointing)."""
     from trl import SFTConfig as TRLSFTConfig
 
     accumulation = gradient_accumulation_steps(config.global_batch_size, config.per_device_batch_size, processes)
     scheduler_kwargs = {"min_lr_rate": config.min_lr_rate} if config.lr_scheduler_type == "cosine_with_min_lr" else {}
+    if checkpointing is None:
+        checkpointing = config.gradient_checkpointing is True
+    shared = shared_trainer_args(config, checkpoint_dir, accumulation)
+    shared["gradient_checkpointing"] = checkpointing
     return TRLSFTConfig(
-        **shared_trainer_args(config, checkpoint_dir, accumulation),
+        **shared,
         lr_scheduler_kwargs=scheduler_kwargs,
         num_train_epochs=config.num_train_epochs,
         weight_decay=config.weight_decay,
         max_length=config.max_length,
         packing=config.packing,
+        packing_strategy=config.packing_strategy,
+        padding_free=config.packing,
         completion_only_loss=True,
         eos_token=config.eos_token,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         use_liger_kernel=config.use_liger_kernel and liger_available(),
         include_num_input_tokens_seen="non_padding",
         dataset_num_proc=config.dataset_num_proc,
@@ -223,25 +243,38 @@ def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int):
 # The stage
 
 
-def train_sft(
-    config: SFTConfig,
-    model_dir: str | Path,
-    data: str | Path,
-    out_dir: str | Path,
-    checkpoint_dir: str | Path,
-    metrics_path: str | Path | None = None,
-    loss_log_path: str | Path | None = None,
-    callbacks: tuple = (),
-) -> dict:
-    """Fine-tune `model_dir` on the judged rows in `data`; save the model to `out_dir`; return metrics."""
+def resolve_checkpointing(config: SFTConfig, model_dir: str | Path, processes: int) -> bool:
+    """gradient_checkpointing as set, or for `auto` the memory estimate for this model, batch and GPU count."""
+    if config.gradient_checkpointing != "auto":
+        return bool(config.gradient_checkpointing)
+    from transformers import AutoConfig
+
+    from ftllm.train.trainer import device_memory_bytes, needs_checkpointing
+
+    memory = device_memory_bytes()
+    if memory is None:  # CPU: nothing to size against, and recomputation only slows it down
+        return False
+    trains_all = layers_to_train(model_dir, config.train_layers) is None
+    model_config = AutoConfig.from_pretrained(str(model_dir))
+    checkpoint = needs_checkpointing(model_config, config.per_device_batch_size * config.max_length, processes,
+                                     memory, trains_all=trains_all)  # fmt: skip
+    log.info("gradient checkpointing %s (auto: %d tokens per micro-batch, %d processes, %.0f GB per GPU)",
+             "on" if checkpoint else "off", config.per_device_batch_size * config.max_length, processes, memory / 2**30)
+    return checkpoint
+
+
+def build_trainer(config: SFTConfig, model_dir: str | Path, data: str | Path, checkpoint_dir: str | Path,
+                  callbacks: tuple = ()):
+    """The stage's SFTTrainer (collator, model and arguments exactly as train_sft runs them) and run facts."""
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from ftllm.models import apply_template, load_model, save_checkpoint
+    from ftllm.models import apply_template, load_model
 
     examples = load_examples(data, config)
     processes = world_size()
-    args = trainer_args(config, checkpoint_dir, processes)  # also sets up the distributed state
+    checkpointing = resolve_checkpointing(config, model_dir, processes)
+    args = trainer_args(config, checkpoint_dir, processes, checkpointing)  # also sets up the distributed state
     with args.main_process_first(local=False):  # rank 0 clears a stale folder before the others look in it
         fingerprint = run_fingerprint(config, model_dir, data)
         resume_from = prepare_checkpoint_dir(checkpoint_dir, fingerprint, is_main=args.process_index == 0)
@@ -250,6 +283,8 @@ def train_sft(
 
     model, tokenizer = load_model(model_dir, dtype=config.dtype, attn_implementation=config.attn_implementation)
     apply_template(tokenizer, model, config.chat_template, config.eos_token)
+    # transformers separates packed rows (from position_ids) only without a KV cache
+    model.config.use_cache = False
     trainable = sum(p.numel() for p in model.parameters())
     if config.reasoning == "field" and not renders_thinking(tokenizer):
         log.warning("the chat template ignores `thinking`: the teacher reasoning is dropped (use reasoning: inline)")
@@ -265,6 +300,26 @@ def train_sft(
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
+    facts = {"rows": len(examples), "trainable_params": trainable, "processes": processes,
+             "gradient_checkpointing": checkpointing, "resume_from": resume_from}  # fmt: skip
+    return trainer, facts
+
+
+def train_sft(
+    config: SFTConfig,
+    model_dir: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path | None = None,
+    loss_log_path: str | Path | None = None,
+    callbacks: tuple = (),
+) -> dict:
+    """Fine-tune `model_dir` on the judged rows in `data`; save the model to `out_dir`; return metrics."""
+    from ftllm.models import save_checkpoint
+
+    trainer, facts = build_trainer(config, model_dir, data, checkpoint_dir, callbacks)
+    args, tokenizer, resume_from = trainer.args, trainer.processing_class, facts["resume_from"]
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     runtime_s = time.perf_counter() - started
@@ -273,15 +328,18 @@ def train_sft(
     full_state = trainer.accelerator.get_state_dict(trainer.model)
     history = loss_history(trainer.state.log_history)
     metrics = {
-        "rows": len(examples),
+        "rows": facts["rows"],
         "train_loss": result.training_loss,
         "final_loss": history[-1]["loss"] if history else None,
         "steps": trainer.state.global_step,
         "tokens": trainer.state.num_input_tokens_seen,
         "runtime_s": round(runtime_s, 2),
         "resumed_from_step": checkpoint_step(resume_from),
-        "trainable_params": trainable,
-        "processes": processes,
+        "trainable_params": facts["trainable_params"],
+        "processes": facts["processes"],
+        "gradient_checkpointing": facts["gradient_checkpointing"],
+        "packing": config.packing,
+        "attn_implementation": config.attn_implementation,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
     }
     if trainer.accelerator.is_main_process:
