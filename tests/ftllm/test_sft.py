@@ -224,3 +224,55 @@ def test_train_only_new_layers(tmp_path, tiny_model):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".layers.2." in k for k in changed)
     assert metrics["trainable_params"] == sum(v.numel() for k, v in before.items() if ".layers.2." in k)
+
+
+def _per_document_losses(trainer, batch, **call) -> dict[tuple, float]:
+    """Mean next-token loss of each document in a (packed or single-row) batch, keyed by its token ids.
+
+    The batch goes through the stage's own `compute_loss` (TRL sets use_cache=False there), unless
+    `call` asks for a direct model call (the negative control).
+    """
+    import torch
+
+    if call:
+        logits = trainer.model(**{k: v for k, v in batch.items() if k in ("input_ids", "position_ids")}, **call).logits
+    else:
+        _, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
+        logits = outputs.logits
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    positions = batch.get("position_ids", torch.arange(len(ids))[None])[0]
+    token_loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[1:], reduction="none", ignore_index=-100)
+    starts = [int(i) for i in (positions == 0).nonzero().flatten()] + [len(ids)]
+    losses = {}
+    for start, end in zip(starts, starts[1:]):
+        mask = labels[start + 1 : end] != -100
+        losses[tuple(ids[start:end].tolist())] = float(token_loss[start:end - 1][mask].mean())
+    return losses
+
+
+@pytest.mark.slow
+def test_packed_training_gives_each_document_its_unpacked_loss(tmp_path, tiny_model):
+    import torch
+
+    from ftllm.train.sft import build_trainer
+
+    data = tmp_path / "kept.parquet"
+    write_parquet(data, rows(4))
+    common = dict(max_length=512, global_batch_size=4, per_device_batch_size=4, reasoning="inline")
+    packed, _ = build_trainer(tiny_config(packing=True, **common), tiny_model, data, tmp_path / "ck-packed")
+    unpacked, _ = build_trainer(tiny_config(packing=False, **common), tiny_model, data, tmp_path / "ck-unpacked")
+    assert len(packed.train_dataset) < 4  # rows share packs
+    batch = packed.data_collator([packed.train_dataset[i] for i in range(len(packed.train_dataset))])
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free: one flat row
+
+    with torch.no_grad():
+        together = _per_document_losses(packed, batch)
+        alone = {}
+        for i in range(len(unpacked.train_dataset)):
+            alone |= _per_document_losses(unpacked, unpacked.data_collator([unpacked.train_dataset[i]]))
+        leaked = _per_document_losses(packed, batch, use_cache=True)
+    assert sorted(together) == sorted(alone) and len(alone) == 4
+    for document, loss in alone.items():
+        assert together[document] == pytest.approx(loss, rel=1e-4, abs=1e-5)
+    # the control: with a KV cache transformers ignores the document boundaries, and later documents see earlier ones
+    assert any(abs(leaked[d] - alone[d]) > 1e-3 for d in alone)
