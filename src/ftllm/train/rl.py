@@ -12,7 +12,8 @@ TRL's `GRPOTrainer` is the engine. What this module adds, each switched from par
   trainer subclass below masks those groups out of the loss *and* its token count after scoring
   (their advantage is already 0; what changes is that they no longer dilute the DAPO denominator);
 - generation: transformers (`use_vllm: false`, the CPU/CI path) or vLLM (`vllm_mode: colocate |
-  server`), and then always with TRL's importance-sampling correction for the sampler mismatch;
+  server`), and then always with TRL's importance-sampling correction for the sampler mismatch,
+  by default token-level truncated IS (`is_mode: token_truncate`, ratios capped at `is_cap`);
 - telemetry: per-step reward mean/std, completion lengths, clip fraction, and per-group aggregation
   weights (`ftllm.train.telemetry`) written to `<plots_dir>/{steps,groups}.json` as training runs;
 - resume: checkpoints in a persistent folder; a rerun after a kill resumes from the last one

@@ -10,12 +10,19 @@ TRL's `SFTTrainer` renders both with the chat template and computes the loss on 
 completion tokens only. Harmony templates (gpt-oss, llm-jp-4) put `thinking` in the
 analysis channel; the tiny test model's ChatML template puts it in <think> tags.
 
-The global batch (Open-R1: 128 sequences) is the same on any number of GPUs: gradient
-accumulation is derived from it. Checkpoints go to a persistent folder so a killed run
+The fast path is the default: rows are packed best-fit into `max_length`-token packs with no
+padding; position ids restart per row, and with the KV cache off transformers turns them into a
+block-diagonal mask, so each row trains exactly as it would alone (flex attention computes only
+those blocks). Liger's fused kernels apply when installed; gradient checkpointing is on only when
+the memory estimate in `ftllm.train.trainer` asks for it (`gradient_checkpointing: auto`). The
+whole model trains unless `train_layers` restricts it to the up-scale's new layers.
+
+The global batch is the same on any number of GPUs: gradient accumulation is derived from it. Checkpoints go to a persistent folder so a killed run
 resumes on rerun; a fingerprint of config + data + base model guards against resuming
 a run that was made from other inputs.
 
     train_sft(config, model_dir, data, out_dir, checkpoint_dir, metrics_path, loss_log_path)
+    trainer, facts = build_trainer(config, model_dir, data, checkpoint_dir)   # the same trainer, not run
 """
 from __future__ import annotations
 
