@@ -33,7 +33,8 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
     """
     from ftllm.infer.vote import Ballot, StreamingVoter, vote_many
 
-    prompts = engine.render_chats([build_conversation(r, config) for r in rows], **dict(config.prompt.chat_template_kwargs))
+    conversations = [build_conversation(r, config) for r in rows]
+    prompts = engine.render_chats(conversations, **dict(config.prompt.chat_template_kwargs))
     methods = [r.get("evaluation_method") or "soft" for r in rows]
     method_of: dict[tuple, set] = {}
     for ids, method in zip(prompts, methods):

@@ -119,7 +119,8 @@ class CPTConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.token_budget is not None and self.token_budget < self.sequence_length:
-            raise ValueError(f"token_budget must be >= one block ({self.sequence_length} tokens), got {self.token_budget}")
+            raise ValueError(
+                f"token_budget must be >= one block ({self.sequence_length} tokens), got {self.token_budget}")
         if self.dataset is not None and self.token_budget is None and self.max_steps <= 0:
             raise ValueError("token_budget (or max_steps > 0) is required when streaming a hub dataset")
         check_num_processes(self.num_processes)
@@ -226,7 +227,8 @@ def stream_documents(config: CPTConfig, corpus: list[Path] | None = None):
     spec = config.dataset
     if corpus or spec is None:
         files = [str(f) for f in local_files(corpus or config.corpus)]
-        return IterableDataset.from_generator(_local_rows, gen_kwargs={"files": files, "text_field": config.text_column})
+        return IterableDataset.from_generator(_local_rows,
+                                              gen_kwargs={"files": files, "text_field": config.text_column})
     try:
         data = load_dataset(spec.path, spec.name, split=spec.split, data_files=spec.data_files,
                             revision=spec.revision, streaming=True)  # fmt: skip
@@ -273,7 +275,8 @@ def pack_stream(documents, tokenizer, block_size: int, token_budget: int | None 
             while len(ids) >= block_size:
                 block, ids = ids[:block_size], ids[block_size:]
                 flags, starts = starts[:block_size], starts[block_size:]
-                yield {"input_ids": block, "labels": list(block), "position_ids": block_positions(flags, separate_documents)}
+                positions = block_positions(flags, separate_documents)
+                yield {"input_ids": block, "labels": list(block), "position_ids": positions}
                 blocks += 1
                 if token_budget is not None and blocks * block_size >= token_budget:
                     return
@@ -406,7 +409,8 @@ def train_cpt(
                        * config.sequence_length)  # fmt: skip
     max_steps = config.max_steps
     if max_steps <= 0:  # a stream has no length: the budget (or one counted pass per epoch) sets the steps
-        budget = config.token_budget or math.ceil(config.num_train_epochs * count_blocks(blocks)) * config.sequence_length
+        passes = math.ceil(config.num_train_epochs * count_blocks(blocks)) if not config.token_budget else 0
+        budget = config.token_budget or passes * config.sequence_length
         max_steps = max(1, budget // tokens_per_step)
     log.info("cpt: %d steps of %d tokens from %s", max_steps, tokens_per_step, corpus_source(config, corpus))
     # the KV cache is useless in training, and with it on packed documents would attend to each other

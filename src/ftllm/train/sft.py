@@ -17,9 +17,9 @@ those blocks). Liger's fused kernels apply when installed; gradient checkpointin
 the memory estimate in `ftllm.train.trainer` asks for it (`gradient_checkpointing: auto`). The
 whole model trains unless `train_layers` restricts it to the up-scale's new layers.
 
-The global batch is the same on any number of GPUs: gradient accumulation is derived from it. Checkpoints go to a persistent folder so a killed run
-resumes on rerun; a fingerprint of config + data + base model guards against resuming
-a run that was made from other inputs.
+The global batch is the same on any number of GPUs: gradient accumulation is derived from it.
+Checkpoints go to a persistent folder so a killed run resumes on rerun; a fingerprint of
+config + data + base model guards against resuming a run that was made from other inputs.
 
     train_sft(config, model_dir, data, out_dir, checkpoint_dir, metrics_path, loss_log_path)
     trainer, facts = build_trainer(config, model_dir, data, checkpoint_dir)   # the same trainer, not run
