@@ -216,3 +216,16 @@ def test_changed_config_does_not_resume_stale_checkpoints(tiny_model, tmp_path):
     other = _config(block_size=32, lora_r=4, max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1,
                     bf16=False, dtype="float32", save_steps=1, use_dora=False)
     assert train_cpt(other, tiny_model, tmp_path / "b", tmp_path / "ck")["resumed_from_step"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("budget", "steps"), [(None, 5), (2048, 2)])
+def test_streamed_corpus_sets_the_steps(tiny_model, tmp_path, budget, steps):
+    """No max_steps: a token budget, or else one counted pass over the stream, decides how long CPT trains."""
+    from ftllm.train.cpt import train_cpt
+
+    # assets/corpus: 5,547 tokens of the tiny tokenizer -> 10 blocks of 512, 5 steps of 2 blocks
+    config = _config(block_size=512, lora_r=4, lora_alpha=8.0, per_device_batch_size=2, gradient_accumulation_steps=1,
+                     bf16=False, dtype="float32", save_steps=100, token_budget=budget)  # fmt: skip
+    metrics = train_cpt(config, tiny_model, tmp_path / "cpt", tmp_path / "ck")
+    assert metrics["steps"] == steps and metrics["tokens_seen"] == steps * 2 * 512
