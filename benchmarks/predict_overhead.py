@@ -149,7 +149,7 @@ def prompt_ids(engine, config, rows: list[dict]) -> list[list[int]]:
     from ftllm.infer.predict import build_conversation
 
     template = Path(engine.spec.chat_template).read_text(encoding="utf-8") if engine.spec.chat_template else None
-    return [render_chat(engine.tokenizer, build_conversation(r, config), template, **dict(config.chat_template_kwargs))
+    return [render_chat(engine.tokenizer, build_conversation(r, config), template, **dict(config.prompt.chat_template_kwargs))
             for r in rows]
 
 

@@ -34,7 +34,7 @@ def pass_rate(model, data, k: int, seed: int) -> float:
     from ftllm.config import build
     from ftllm.train.rl import PassRateFilter, RLConfig, load_prompts, measure_pass_rates
 
-    examples = load_prompts(data, build(RLConfig, {"prompt_template": "{problem}"}))
+    examples = load_prompts(data, build(RLConfig, {"prompt": {"system_prompt": None, "answer_instruction": None}}))
     spec = PassRateFilter(k=k, backend="hf", max_new_tokens=8, temperature=1.0, batch_size=100)
     rates = measure_pass_rates(examples, model, spec, seed=seed)
     return sum(rates) / len(rates)
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
 
     started = time.perf_counter()
     sft = build(SFTConfig, {
-        "prompt_template": "{problem}", "reasoning": "drop", "dtype": "float32", "bf16": False,
+        "prompt": {"system_prompt": None, "answer_instruction": None}, "reasoning": "drop", "dtype": "float32", "bf16": False,
         "attn_implementation": "sdpa", "learning_rate": args.sft_lr, "lr_scheduler_type": "constant",
         "warmup_ratio": 0.0, "max_steps": args.sft_steps, "max_length": 64, "global_batch_size": 20,
         "per_device_batch_size": 20, "gradient_checkpointing": False, "use_liger_kernel": False,
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     before = pass_rate(work / "sft", data, args.k, args.seed)
 
     rl = build(RLConfig, {
-        "prompt_template": "{problem}", "rewards": {"accuracy": 1.0}, "loss_type": args.loss_type,
+        "prompt": {"system_prompt": None, "answer_instruction": None}, "rewards": {"accuracy": 1.0}, "loss_type": args.loss_type,
         "num_generations": 8, "max_completion_length": 8, "prompts_per_step": 4, "per_device_batch_size": 32,
         "max_steps": args.rl_steps, "learning_rate": args.rl_lr, "dtype": "float32", "bf16": False,
         "gradient_checkpointing": False, "save_steps": 10**6, "num_processes": 1, "seed": args.seed,

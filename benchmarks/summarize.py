@@ -101,6 +101,7 @@ SUMMARIZERS = {
     "predict_overhead": predict_overhead,
     "generate_vs_engine": generate_vs_engine,
     "sft_mfu": sft_mfu,
+    "sft_stage_mfu": sft_mfu,  # the sft stage's own train_sft with the full profile (same keys, same target)
     "upscale_time": upscale_time,
     "rl_throughput": rl_throughput,
     "rl_toy": rl_toy,

@@ -63,6 +63,14 @@ def test_every_from_is_pinned_by_tag_and_digest():
         assert PINNED_FROM.match(ref), f"{ref}: pin the base by tag and sha256 digest"
 
 
+def test_base_is_the_published_cuda_digest_not_a_placeholder():
+    (ref,) = [args.split()[0] for word, args in instructions(DOCKERFILE) if word == "FROM"]
+    tag, _, digest = ref.partition("@")
+    assert tag == "nvidia/cuda:13.0.2-runtime-ubuntu24.04"  # CUDA 13 runtime, as torch 2.11's wheels need
+    assert digest != "sha256:" + "0" * 64, "the base digest is still the placeholder"
+    assert digest == "sha256:6a0e31b59e70890446f2c17356d6efc0d54260090a8c63d6ca7c2ad049db95d2"
+
+
 def test_hadolint_passes():
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
@@ -159,3 +167,26 @@ def test_docker_build_refuses_the_placeholder_digest(make, tmp_path):
     pinned.write_text("FROM nvidia/cuda:13.0.2-runtime-ubuntu24.04@sha256:" + "ab" * 32 + "\n")
     proc = run_make(make, "-n", "docker-build", f"DOCKERFILE={pinned}")
     assert proc.returncode == 0 and "docker build" in proc.stdout
+
+
+def test_docker_pin_rewrites_the_digest_from_the_registry(make, tmp_path):
+    """`make docker-pin` writes whatever digest the registry reports for the FROM tag (docker stubbed here)."""
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(DOCKERFILE.read_text())
+    fresh = "sha256:" + "12" * 32
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "docker"
+    # the stub answers only the exact query docker-pin must make, so a changed command fails the test
+    stub.write_text('#!/bin/sh\n[ "$1 $2 $3 $4" = "buildx imagetools inspect nvidia/cuda:13.0.2-runtime-ubuntu24.04" ]'
+                    f' || exit 3\necho \'"{fresh}"\'\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    proc = subprocess.run([make, "--no-print-directory", "-f", "mk/team.mk", "docker-pin", f"DOCKERFILE={dockerfile}"],
+                          cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    froms = [args for word, args in instructions(dockerfile) if word == "FROM"]
+    assert froms == [f"nvidia/cuda:13.0.2-runtime-ubuntu24.04@{fresh}"]
+    committed = DOCKERFILE.read_text()
+    pinned = re.search(r"@(sha256:[0-9a-f]{64})", committed).group(1)
+    assert dockerfile.read_text() == committed.replace(pinned, fresh)  # only the digest changed

@@ -100,6 +100,7 @@ def test_dvc_repro_runs_once_then_nothing_then_only_downstream(tmp_path, tiny_mo
     _copy_project(project)
     overrides = [
         f"++base.model={tiny_model}",
+        f"++baseline.model={tiny_model}",
         f"++teacher.model={tiny_model}",
         f"++generate.teacher.base_url={teacher_url}",
         f"++judge.engine.base_url={teacher_url}",
@@ -109,7 +110,7 @@ def test_dvc_repro_runs_once_then_nothing_then_only_downstream(tmp_path, tiny_mo
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(project / "src")}
 
     ran = _repro(project, env)
-    expected = {"base", "teacher", "evalset", "generate", "judge", "cpt", "upscale", "sft", "rl",
+    expected = {"base", "baseline", "teacher", "evalset", "generate", "judge", "cpt", "upscale", "sft", "rl",
                 "predict@base", "predict@final", "evaluate@base", "evaluate@final"}
     assert set(ran) == expected
     predictions = [json.loads(line) for line in (project / "predictions/final/predictions.jsonl").open()]

@@ -156,6 +156,7 @@ class SamplingSpec:
 # Domain modules own their configs so they stay next to the code that reads them.
 SECTIONS: dict[str, str] = {
     "base": "ftllm.models:BaseConfig",
+    "baseline": "ftllm.models:BaseConfig",
     "teacher": "ftllm.models:BaseConfig",
     "evalset": "ftllm.evalset:EvalsetConfig",
     "generate": "ftllm.generate:GenerateConfig",
@@ -166,7 +167,12 @@ SECTIONS: dict[str, str] = {
     "rl": "ftllm.train.rl:RLConfig",
     "predict": "ftllm.infer:PredictConfig",
     "evaluate": "ftllm.metrics:EvaluateConfig",
+    "prompt": "ftllm.prompting:PromptSpec",
 }
+
+# Top-level sections that several stages read: a stage dataclass with a field of this name gets the
+# top-level section (unless its own section sets one), so e.g. sft, rl and predict share one `prompt`.
+SHARED_SECTIONS = ("prompt",)
 
 
 def section_class(section: str) -> type:
@@ -177,5 +183,14 @@ def section_class(section: str) -> type:
 
 
 def load_stage(path: str | Path, section: str):
-    """Load a stage's section into its registered dataclass."""
-    return load_section(path, section, section_class(section))
+    """Load a stage's section into its registered dataclass, shared sections (SHARED_SECTIONS) filled in."""
+    cls = section_class(section)
+    data = read_params(path)
+    if section not in data:
+        raise ConfigError(f"{path}: section '{section}' is missing")
+    value = data[section]
+    names = {f.name for f in dataclasses.fields(cls)}
+    if isinstance(value, dict):
+        shared = {k: data[k] for k in SHARED_SECTIONS if k in names and k in data and k not in value and k != section}
+        value = {**value, **shared}
+    return _build(cls, value, section)

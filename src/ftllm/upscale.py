@@ -50,7 +50,10 @@ class UpscaleConfig:
     # log domain then). The reference called plain `sinkhorn`, presumably in float64 [unverified].
     sinkhorn_method: str = "sinkhorn_log"
     zero_init: bool = True  # zero o_proj/down_proj of new layers so the function is preserved
-    freeze_original: bool = True  # tell SFT to train only the new layers (via upscale.json)
+    # tell SFT (train_layers: auto) to train only the new layers. Off by default: Open-R1's SFT trains
+    # every weight; freezing the originals (as the OpT-DeUS code does) cuts optimizer memory ~3x and keeps
+    # the base model's knowledge intact, at the cost of less room to learn the new task
+    freeze_original: bool = False
     dtype: str = "bfloat16"  # dtype the model is loaded and saved in; fusion itself runs in fp32
     device: str = "auto"  # where fusion runs: auto (cuda when available) | cpu | cuda
 

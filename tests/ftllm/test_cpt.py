@@ -8,19 +8,70 @@ import pytest
 
 from ftllm.config import ConfigError, build
 from ftllm.io import InputError
-from ftllm.train.cpt import CPTConfig, extend_context, pack_token_ids, read_local_documents
+from ftllm.train.cpt import CPTConfig, extend_context, pack_stream, stream_documents
 
 CORPUS = Path(__file__).resolve().parents[2] / "assets" / "corpus"
 
 
 def _config(**overrides) -> CPTConfig:
-    values = {"corpus": [str(CORPUS)], "context_length": 4096, "rope_theta": 40000.0, "num_processes": 1}
+    values = {"corpus": [str(CORPUS)], "context_length": 4096, "rope_theta": 40000.0, "num_processes": 1,
+              "attn_implementation": "sdpa"}  # flex attention has no backward on CPU
     return build(CPTConfig, {**values, **overrides})
 
 
-def test_pack_concatenates_and_drops_the_tail():
-    assert pack_token_ids([[1, 2, 3], [4, 5], [6, 7, 8, 9]], 4) == [[1, 2, 3, 4], [5, 6, 7, 8]]
-    assert pack_token_ids([[1, 2]], 4) == []
+class CharTokenizer:
+    """One token per character, EOS = 0: block arithmetic in tests reads off the text lengths."""
+
+    eos_token_id = 0
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[ord(c) for c in t] for t in texts]}
+
+
+def _documents(texts):
+    from datasets import IterableDataset
+
+    return IterableDataset.from_generator(lambda: ({"text": t} for t in texts))
+
+
+def test_pack_stream_cuts_blocks_and_restarts_positions_per_document():
+    blocks = list(pack_stream(_documents(["abc", "de", "fghijk"]), CharTokenizer(), 4))
+    # abc0 de0f ghij (k0 is the dropped tail)
+    assert [b["input_ids"] for b in blocks] == [[97, 98, 99, 0], [100, 101, 0, 102], [103, 104, 105, 106]]
+    assert [b["position_ids"] for b in blocks] == [[0, 1, 2, 3], [0, 1, 2, 0], [0, 1, 2, 3]]
+    assert all(b["labels"] == b["input_ids"] for b in blocks)
+    joined = list(pack_stream(_documents(["abc", "de"]), CharTokenizer(), 4, separate_documents=False))
+    assert [b["position_ids"] for b in joined] == [[0, 1, 2, 3]]
+
+
+def test_pack_stream_stops_at_the_token_budget():
+    blocks = list(pack_stream(_documents(["x" * 100]), CharTokenizer(), 10, token_budget=30))
+    assert len(blocks) == 3
+
+
+def test_a_corpus_below_one_block_is_one_line():
+    with pytest.raises(InputError, match=r"^notes: the corpus has 7 tokens, fewer than one block of 8 tokens"):
+        list(pack_stream(_documents(["abc", "de"]), CharTokenizer(), 8, source="notes"))
+
+
+def test_hub_dataset_streams_through_load_dataset(tmp_path):
+    """cpt.dataset goes through datasets.load_dataset(..., streaming=True); a local json builder stands in for the hub."""
+    data = tmp_path / "arxiv.jsonl"
+    data.write_text("".join(json.dumps({"body": f"doc {i} " * 5, "meta": i}) + "\n" for i in range(20)))
+    config = _config(dataset={"path": "json", "data_files": str(data), "text_field": "body"}, token_budget=4096)
+    documents = stream_documents(config)
+    assert type(documents).__name__ == "IterableDataset"
+    assert next(iter(documents)) == {"text": "doc 0 " * 5}
+    blocks = list(pack_stream(documents, CharTokenizer(), 64, token_budget=256))
+    assert len(blocks) == 4
+    with pytest.raises(InputError, match="no column 'text'"):
+        stream_documents(_config(dataset={"path": "json", "data_files": str(data)}, token_budget=4096))
+
+
+def test_hub_dataset_needs_a_budget():
+    with pytest.raises(ConfigError, match="token_budget"):
+        _config(dataset={"path": "EleutherAI/proof-pile-2", "name": "arxiv"})
+    assert _config(dataset={"path": "EleutherAI/proof-pile-2", "name": "arxiv"}, max_steps=5).max_steps == 5
 
 
 def test_config_errors_name_the_key():
@@ -34,22 +85,26 @@ def test_config_errors_name_the_key():
         build(CPTConfig, {"lora_rank": 8, "rope_scaling": "none"}, where="cpt")
 
 
-def test_local_corpus_reads_text_and_jsonl():
-    documents = read_local_documents([CORPUS])
+def _local_texts(paths):
+    return [row["text"] for row in stream_documents(_config(corpus=[str(p) for p in paths]))]
+
+
+def test_local_corpus_streams_text_and_jsonl():
+    documents = _local_texts([CORPUS])
     assert len(documents) == 2 + 6  # two text files, six JSONL rows
     assert any("平方完成" in d for d in documents) and any("mean value theorem" in d for d in documents)
 
 
 def test_local_corpus_errors_are_one_line(tmp_path):
     with pytest.raises(InputError, match="not found"):
-        read_local_documents([tmp_path / "missing.txt"])
+        _local_texts([tmp_path / "missing.txt"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"body": "x"}\n', encoding="utf-8")
     with pytest.raises(InputError, match=r"bad.jsonl:1: missing required field\(s\) text"):
-        read_local_documents([bad])
+        _local_texts([bad])
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no corpus files"):
-        read_local_documents([tmp_path / "empty"])
+        _local_texts([tmp_path / "empty"])
 
 
 def _llama_config(**kwargs):
@@ -161,3 +216,16 @@ def test_changed_config_does_not_resume_stale_checkpoints(tiny_model, tmp_path):
     other = _config(block_size=32, lora_r=4, max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1,
                     bf16=False, dtype="float32", save_steps=1, use_dora=False)
     assert train_cpt(other, tiny_model, tmp_path / "b", tmp_path / "ck")["resumed_from_step"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("budget", "steps"), [(None, 5), (2048, 2)])
+def test_streamed_corpus_sets_the_steps(tiny_model, tmp_path, budget, steps):
+    """No max_steps: a token budget, or else one counted pass over the stream, decides how long CPT trains."""
+    from ftllm.train.cpt import train_cpt
+
+    # assets/corpus: 5,547 tokens of the tiny tokenizer -> 10 blocks of 512, 5 steps of 2 blocks
+    config = _config(block_size=512, lora_r=4, lora_alpha=8.0, per_device_batch_size=2, gradient_accumulation_steps=1,
+                     bf16=False, dtype="float32", save_steps=100, token_budget=budget)  # fmt: skip
+    metrics = train_cpt(config, tiny_model, tmp_path / "cpt", tmp_path / "ck")
+    assert metrics["steps"] == steps and metrics["tokens_seen"] == steps * 2 * 512

@@ -9,9 +9,11 @@ from ftllm.engine import Completion
 from ftllm.infer import PredictConfig
 from ftllm.infer.predict import STRATEGIES, build_conversation, get_strategy, run_sc, sample_records
 from ftllm.infer.submission import find_model_dir
+from ftllm.prompting import PromptSpec
 
 
-def _config(**kw):
+def _config(prompt=None, **kw):
+    kw["prompt"] = PromptSpec(**(prompt or {"system_prompt": None, "answer_instruction": None}))
     return PredictConfig(engine=EngineSpec(model="unused", backend="hf"), sampling=SamplingSpec(n=3), parse_workers=0, **kw)
 
 
@@ -42,16 +44,18 @@ class ScriptedEngine:
 
 
 def test_conversation_keeps_latex_braces():
-    config = _config(system_prompt="sys", user_template="[{category}] {problem} \\boxed{}")
+    config = _config({"system_prompt": "sys", "answer_instruction": None, "user_template": "[{category}] {problem} \\boxed{}"})
     chat = build_conversation({"problem": "$\\frac{1}{2}+x$", "category": "IA"}, config)
     assert chat == [{"role": "system", "content": "sys"}, {"role": "user", "content": "[IA] $\\frac{1}{2}+x$ \\boxed{}"}]
-    assert build_conversation({"problem": "p"}, _config(system_prompt=None)) == [{"role": "user", "content": "p"}]
+    assert build_conversation({"problem": "p"}, _config()) == [{"role": "user", "content": "p"}]
+    # a missing optional field renders empty, not as a literal placeholder
+    assert build_conversation({"problem": "p"}, config)[1]["content"] == "[] p \\boxed{}"
 
 
 def test_sc_samples_once_and_votes_each_problem():
     engine = ScriptedEngine({"p1": ["\\boxed{2}", "\\boxed{3}", "\\boxed{3}"], "p2": ["\\boxed{2(x+1)}", "\\boxed{2x+2}", "\\boxed{2x+2}"]})
     rows = [{"id": 1, "problem": "p1"}, {"id": 2, "problem": "p2", "evaluation_method": "strict"}]
-    results = run_sc(engine, rows, _config(chat_template_kwargs={"reasoning_effort": "high"}))
+    results = run_sc(engine, rows, _config({"system_prompt": None, "answer_instruction": None, "chat_template_kwargs": {"reasoning_effort": "high"}}))
     assert len(engine.calls) == 1 and engine.calls[0][1].n == 3  # one batched call, n per prompt
     assert engine.calls[0][2] == {"reasoning_effort": "high"}
     assert [r.output for r in results] == ["\\boxed{3}", "\\boxed{2x+2}"]
@@ -86,7 +90,7 @@ def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="predict.strategy"):
         build(PredictConfig, {"engine": {"model": "m"}, "strategy": "magic"}, "predict")
     with pytest.raises(ConfigError, match="user_template"):
-        build(PredictConfig, {"engine": {"model": "m"}, "user_template": "no placeholder"}, "predict")
+        build(PredictConfig, {"engine": {"model": "m"}, "prompt": {"user_template": "no placeholder"}}, "predict")
     with pytest.raises(ConfigError, match="predict.sampling.nn"):
         build(PredictConfig, {"engine": {"model": "m"}, "sampling": {"nn": 3}}, "predict")
 

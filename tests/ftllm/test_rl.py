@@ -82,8 +82,23 @@ def test_grpo_args_map_the_section(tmp_path):
     assert args.reward_weights == [1.0, 0.2]
     assert args.use_vllm and args.vllm_mode == "server" and args.vllm_server_base_url == "http://host:8001"
     assert args.vllm_importance_sampling_correction is True
+    # token-level truncated IS (the reference's -A·ratio·TIS), not TRL's sequence_mask default
+    assert (args.vllm_importance_sampling_mode, args.vllm_importance_sampling_clip_max) == ("token_truncate", 2.0)
+    assert args.vllm_importance_sampling_clip_min is None
     assert args.mask_truncated_completions is True
     assert args.gradient_accumulation_steps == 2 and args.generation_batch_size == 8
+
+
+def test_is_mode_and_cap_are_params(tmp_path):
+    config = build(RLConfig, {"use_vllm": True, "is_mode": "token_mask", "is_cap": 5.0, "is_floor": 0.5,
+                              "bf16": False, "prompts_per_step": 2, "num_generations": 4})  # fmt: skip
+    args = grpo_args(config, tmp_path)
+    assert args.vllm_importance_sampling_mode == "token_mask"
+    assert (args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max) == (0.5, 5.0)
+    for bad, match in [({"is_mode": "token"}, "is_mode"), ({"is_cap": None}, "is_cap must be set"),
+                       ({"is_cap": 2.0, "is_floor": 3.0}, "is_floor")]:
+        with pytest.raises(ConfigError, match=match):
+            build(RLConfig, bad, "rl")
 
 
 def test_async_args_map_the_policy_lag(tmp_path):
@@ -98,7 +113,8 @@ def test_async_args_map_the_policy_lag(tmp_path):
 
 
 def test_load_prompts_fills_the_template_and_skips_rows_without_answer(judged, tmp_path):
-    config = build(RLConfig, {"prompt_template": "問題: {problem} \\boxed{} で", "system_prompt": "先生", "max_prompts": 3})
+    config = build(RLConfig, {"prompt": {"user_template": "問題: {problem} \\boxed{} で", "system_prompt": "先生", "answer_instruction": None},
+                              "max_prompts": 3})
     examples = load_prompts(judged, config)
     assert len(examples) == 3
     assert examples[1] == {

@@ -7,11 +7,11 @@ import pytest
 
 from ftllm.config import ConfigError, build
 from ftllm.io import InputError, write_parquet
+from ftllm.prompting import fill_template
 from ftllm.train.checkpoints import prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.sft import (
     SFTConfig,
     build_example,
-    fill_template,
     freeze_all_but_layers,
     gradient_accumulation_steps,
     layers_to_train,
@@ -39,7 +39,7 @@ def tiny_config(**overrides) -> SFTConfig:
     values = dict(
         eos_token="<|im_end|>", dtype="float32", bf16=False, max_length=256, global_batch_size=4,
         per_device_batch_size=2, max_steps=3, save_steps=1, num_processes=1, gradient_checkpointing=False,
-        use_liger_kernel=False, learning_rate=1e-3,
+        use_liger_kernel=False, learning_rate=1e-3, attn_implementation="sdpa",  # flex has no CPU backward
     )  # fmt: skip
     values.update(overrides)
     return build(SFTConfig, values, "sft")
@@ -50,10 +50,11 @@ def test_fill_template_keeps_unknown_braces():
 
 
 def test_example_field_mode_puts_reasoning_in_thinking():
-    config = tiny_config(system_prompt="あなたは数学の先生です。")
+    config = tiny_config(prompt={"system_prompt": "あなたは数学の先生です。", "answer_instruction": "答えは \\boxed{} に。"})
     example = build_example(ROW, config)
     assert [m["role"] for m in example["prompt"]] == ["system", "user"]
-    assert example["prompt"][1]["content"].startswith(ROW["problem"])
+    assert example["prompt"][0]["content"] == "あなたは数学の先生です。答えは \\boxed{} に。"
+    assert example["prompt"][1]["content"] == ROW["problem"]
     (assistant,) = example["completion"]
     assert assistant["thinking"] == ROW["reasoning"]
     assert assistant["content"] == "2x = 4 より x = 2。\n\n\\boxed{2}"  # answer appended in the graded format
@@ -218,8 +219,60 @@ def test_train_only_new_layers(tmp_path, tiny_model):
     (model_dir / "upscale.json").write_text(json.dumps({"new_layers": [2], "freeze_original": True}))
     data = tmp_path / "kept.parquet"
     write_parquet(data, rows())
-    metrics = train_sft(tiny_config(max_steps=2), model_dir, data, tmp_path / "sft", tmp_path / "ck")
+    metrics = train_sft(tiny_config(max_steps=2, train_layers="auto"), model_dir, data, tmp_path / "sft", tmp_path / "ck")
     before, after = load_file(model_dir / "model.safetensors"), load_file(tmp_path / "sft" / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".layers.2." in k for k in changed)
     assert metrics["trainable_params"] == sum(v.numel() for k, v in before.items() if ".layers.2." in k)
+
+
+def _per_document_losses(trainer, batch, **call) -> dict[tuple, float]:
+    """Mean next-token loss of each document in a (packed or single-row) batch, keyed by its token ids.
+
+    The batch goes through the stage's own `compute_loss` (TRL sets use_cache=False there), unless
+    `call` asks for a direct model call (the negative control).
+    """
+    import torch
+
+    if call:
+        logits = trainer.model(**{k: v for k, v in batch.items() if k in ("input_ids", "position_ids")}, **call).logits
+    else:
+        _, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
+        logits = outputs.logits
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    positions = batch.get("position_ids", torch.arange(len(ids))[None])[0]
+    token_loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[1:], reduction="none", ignore_index=-100)
+    starts = [int(i) for i in (positions == 0).nonzero().flatten()] + [len(ids)]
+    losses = {}
+    for start, end in zip(starts, starts[1:]):
+        mask = labels[start + 1 : end] != -100
+        losses[tuple(ids[start:end].tolist())] = float(token_loss[start:end - 1][mask].mean())
+    return losses
+
+
+@pytest.mark.slow
+def test_packed_training_gives_each_document_its_unpacked_loss(tmp_path, tiny_model):
+    import torch
+
+    from ftllm.train.sft import build_trainer
+
+    data = tmp_path / "kept.parquet"
+    write_parquet(data, rows(4))
+    common = dict(max_length=512, global_batch_size=4, per_device_batch_size=4, reasoning="inline")
+    packed, _ = build_trainer(tiny_config(packing=True, **common), tiny_model, data, tmp_path / "ck-packed")
+    unpacked, _ = build_trainer(tiny_config(packing=False, **common), tiny_model, data, tmp_path / "ck-unpacked")
+    assert len(packed.train_dataset) < 4  # rows share packs
+    batch = packed.data_collator([packed.train_dataset[i] for i in range(len(packed.train_dataset))])
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free: one flat row
+
+    with torch.no_grad():
+        together = _per_document_losses(packed, batch)
+        alone = {}
+        for i in range(len(unpacked.train_dataset)):
+            alone |= _per_document_losses(unpacked, unpacked.data_collator([unpacked.train_dataset[i]]))
+        leaked = _per_document_losses(packed, batch, use_cache=True)
+    assert sorted(together) == sorted(alone) and len(alone) == 4
+    for document, loss in alone.items():
+        assert together[document] == pytest.approx(loss, rel=1e-4, abs=1e-5)
+    # the control: with a KV cache transformers ignores the document boundaries, and later documents see earlier ones
+    assert any(abs(leaked[d] - alone[d]) > 1e-3 for d in alone)

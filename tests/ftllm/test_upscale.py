@@ -150,8 +150,11 @@ def test_upscale_writes_a_reloadable_checkpoint(tiny_model, tmp_path):
     assert model.config.num_hidden_layers == 7
     manifest = json.loads((out / "upscale.json").read_text())
     assert manifest["layer_map"][1] == [0, 1] and manifest["ot_rescale"] is True
-    assert trainable_layers(out) == [1, 3, 5]
+    assert trainable_layers(out) is None  # default: SFT trains the whole model (Open-R1)
     assert not (tmp_path / "up.tmp").exists()
+    frozen = tmp_path / "frozen"
+    upscale(_config(target_layers=7, freeze_original=True), tiny_model, frozen)
+    assert trainable_layers(frozen) == [1, 3, 5]  # the option: only the inserted layers train
 
 
 def test_trainable_layers_without_manifest_or_freeze(tmp_path):

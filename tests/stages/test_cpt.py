@@ -17,7 +17,7 @@ def _params(tmp_path, **section):
     values = {
         "corpus": [str(CORPUS)], "context_length": 4096, "rope_theta": 40000.0, "block_size": 64,
         "lora_r": 4, "lora_alpha": 8.0, "max_steps": 3, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
-        "bf16": False, "dtype": "float32", "save_steps": 2, "num_processes": 1, **section,
+        "bf16": False, "dtype": "float32", "save_steps": 2, "num_processes": 1, "attn_implementation": "sdpa", **section,
     }  # fmt: skip
     path.write_text(yaml.safe_dump({"cpt": values}), encoding="utf-8")
     return path

@@ -18,12 +18,8 @@ from ftllm.infer.strategies.retrieval import RetrievalConfig
 from ftllm.infer.strategies.rsa import RSAConfig
 from ftllm.infer.strategies.s1 import S1Config
 from ftllm.infer.strategies.tir import TIRConfig
+from ftllm.prompting import PromptSpec
 
-SYSTEM_PROMPT = (
-    "あなたは日本の中学・高校数学の問題を解く専門家です。"
-    "順を追って考え、最後に最終的な答えだけを \\boxed{} の中に書いてください。"
-)
-USER_TEMPLATE = "{problem}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +28,7 @@ class PredictConfig:
 
     engine: EngineSpec
     sampling: SamplingSpec = dataclasses.field(default_factory=SamplingSpec)  # n = samples per problem
-    system_prompt: str | None = SYSTEM_PROMPT  # null: no system turn (templates that reject one)
-    user_template: str = USER_TEMPLATE  # placeholders: {problem}, and {category} / {unit} when rows carry them
-    chat_template_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. {reasoning_effort: high} for harmony
+    prompt: PromptSpec = dataclasses.field(default_factory=PromptSpec)  # the top-level `prompt` section (shared)
     strategy: str = "sc"  # a key of ftllm.infer.predict.STRATEGIES
     parse_workers: int = 4  # processes that parse and cluster answers (0: in-process, no hard time limit)
     # of those, how many may work while vLLM is still generating (null: half; 0: vote only afterwards):
@@ -49,8 +43,6 @@ class PredictConfig:
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)  # used when strategy: retrieval
 
     def __post_init__(self) -> None:
-        if "{problem}" not in self.user_template:
-            raise ValueError("predict.user_template must contain {problem}")
         if self.parse_workers < 0:
             raise ValueError(f"predict.parse_workers must be >= 0, got {self.parse_workers}")
         if self.overlap_workers is not None and not 0 <= self.overlap_workers <= self.parse_workers:

@@ -126,7 +126,7 @@ def run_budget(engine, problems: list[dict], config, clock: Callable[[], float] 
     start = clock()
     deadline = start + budget.time_budget_s - budget.reserve_s
     chats = [problem_chat(row, config) for row in problems]
-    template_kwargs = dict(getattr(config, "chat_template_kwargs", None) or {})
+    template_kwargs = dict(config.prompt.chat_template_kwargs)
     state = [_Problem() for _ in problems]
     timer = _CallTimer(budget.safety)
     base_seed = config.sampling.seed if config.sampling.seed is not None else 0

@@ -17,17 +17,11 @@ from typing import Callable
 
 from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties
 
-TEMPLATE_FIELDS = ("problem", "category", "unit")
-
-
 def build_conversation(row: dict, config) -> list[dict]:
-    """System turn (optional) + the user template filled with the row's fields."""
-    user = config.user_template
-    for key in TEMPLATE_FIELDS:
-        # str.replace, not str.format: problems and templates are full of LaTeX braces
-        user = user.replace("{" + key + "}", str(row.get(key, "")))
-    chat = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-    return chat + [{"role": "user", "content": user}]
+    """The chat for one problem under the shared prompt contract (as sft and rl trained on it)."""
+    from ftllm.prompting import build_conversation as build
+
+    return build(row, config.prompt)
 
 
 def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
@@ -39,7 +33,8 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
     """
     from ftllm.infer.vote import Ballot, StreamingVoter, vote_many
 
-    prompts = engine.render_chats([build_conversation(r, config) for r in rows], **dict(config.chat_template_kwargs))
+    conversations = [build_conversation(r, config) for r in rows]
+    prompts = engine.render_chats(conversations, **dict(config.prompt.chat_template_kwargs))
     methods = [r.get("evaluation_method") or "soft" for r in rows]
     method_of: dict[tuple, set] = {}
     for ids, method in zip(prompts, methods):

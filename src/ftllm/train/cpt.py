@@ -4,9 +4,11 @@
    rotary tables are built for the new context: ABF raises the RoPE base (`rope_theta`), YaRN sets
    `rope_type: yarn` with a factor over the original window. `max_position_embeddings` becomes
    `context_length` either way (transformers 5 keeps these in `config.rope_parameters`).
-2. Corpus: a hub dataset (full scale, e.g. an arXiv corpus) or local text/JSONL files (demo,
-   tests). Every document is tokenised with EOS appended, concatenated and cut into blocks of
-   `block_size` tokens (packing, as in the OpT-DeUS data pipeline).
+2. Corpus: a hub dataset streamed shard by shard (full scale: the arXiv subset of proof-pile-2)
+   or local text/JSONL files (demo, tests), through the same streaming pipeline. Every document is
+   tokenised on the fly with EOS appended, concatenated and cut into blocks of `block_size` tokens
+   (packing, as in the OpT-DeUS data pipeline) until `token_budget` tokens; position ids restart
+   per document so packed documents do not attend to each other (`separate_documents`).
 3. DoRA adapters (peft, `use_dora`) on every linear layer are trained with the transformers
    Trainer, then merged (`merge_and_unload`) so later stages and vLLM see a plain checkpoint
    that carries the new RoPE config.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -36,16 +39,27 @@ TEXT_SUFFIXES = (".txt", ".md")
 
 
 @dataclasses.dataclass(frozen=True)
+class CorpusDataset:
+    """A hub dataset streamed with `datasets.load_dataset(path, name, split=..., streaming=True)`."""
+
+    path: str  # hub id, e.g. EleutherAI/proof-pile-2
+    name: str | None = None  # the dataset's config (subset), e.g. arxiv
+    split: str = "train"
+    text_field: str = "text"
+    data_files: Any = None  # optional glob(s) inside the repo, for datasets without named configs
+    revision: str | None = None  # a commit, for reproducible runs
+
+
+@dataclasses.dataclass(frozen=True)
 class CPTConfig:
     """The `cpt` params section."""
 
-    # corpus: a hub dataset when `dataset` is set, else the local files in `corpus`
-    dataset: str | None = None  # hub id (loaded with datasets.load_dataset)
-    dataset_config: str | None = None
-    dataset_split: str = "train"
-    text_column: str = "text"  # also the field read from local JSONL files
-    max_documents: int | None = None  # stream the hub dataset and keep the first N documents
+    # corpus: a hub dataset streamed when `dataset` is set, else the local files in `corpus` (same pipeline)
+    dataset: CorpusDataset | None = None
     corpus: list[str] = ()  # local .txt/.md/.jsonl files or folders of them
+    text_column: str = "text"  # the field read from local JSONL files
+    token_budget: int | None = None  # stop after this many tokens (required with `dataset` unless max_steps > 0)
+    separate_documents: bool = True  # position ids restart per document: packed documents do not attend to each other
     # context extension
     context_length: int = 16384  # the new max_position_embeddings
     rope_scaling: str = "abf"  # abf (raise rope_theta) | yarn | none (leave RoPE as it is)
@@ -71,11 +85,14 @@ class CPTConfig:
     # batch and memory
     per_device_batch_size: int = 1
     gradient_accumulation_steps: int = 8
-    gradient_checkpointing: bool = True
+    # auto: recompute activations only when ftllm.train.trainer.needs_checkpointing's estimate says a
+    # micro-batch does not fit the GPU without it | true | false
+    gradient_checkpointing: Any = "auto"
+    use_liger_kernel: bool = True  # fused RMSNorm/SwiGLU/cross-entropy; only applied when liger_kernel is importable
     bf16: bool = True  # mixed precision; false on CPU
     dtype: str = "bfloat16"  # dtype the base weights load in
-    attn_implementation: str | None = "sdpa"
-    dataset_num_proc: int | None = None
+    # flex_attention keeps packed documents apart with a block-sparse mask (no backward on CPU: use sdpa there)
+    attn_implementation: str | None = "flex_attention"
     # checkpoints and logs
     save_steps: int = 200
     save_total_limit: int = 2
@@ -85,6 +102,8 @@ class CPTConfig:
     accelerate_config: str = "configs/accelerate/ddp.yaml"
 
     def __post_init__(self) -> None:
+        if self.gradient_checkpointing not in (True, False, "auto"):
+            raise ValueError(f"gradient_checkpointing must be true, false or auto, got {self.gradient_checkpointing!r}")
         if self.rope_scaling not in ROPE_SCALINGS:
             raise ValueError(f"rope_scaling must be one of {', '.join(ROPE_SCALINGS)}, got {self.rope_scaling!r}")
         if self.rope_scaling == "abf" and (self.rope_theta is None or self.rope_theta <= 0):
@@ -99,8 +118,11 @@ class CPTConfig:
             raise ValueError(f"block_size must be in (1, context_length={self.context_length}], got {self.block_size}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_documents is not None and self.max_documents < 1:
-            raise ValueError(f"max_documents must be >= 1, got {self.max_documents}")
+        if self.token_budget is not None and self.token_budget < self.sequence_length:
+            raise ValueError(
+                f"token_budget must be >= one block ({self.sequence_length} tokens), got {self.token_budget}")
+        if self.dataset is not None and self.token_budget is None and self.max_steps <= 0:
+            raise ValueError("token_budget (or max_steps > 0) is required when streaming a hub dataset")
         check_num_processes(self.num_processes)
 
     @property
@@ -138,6 +160,15 @@ def extend_context(model_config, config: CPTConfig) -> dict:
     return {"rope_type": rope["rope_type"], "rope_theta": rope["rope_theta"], "max_position_embeddings": target}
 
 
+def load_tokenizer(model_dir: str | Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir))
+    except OSError as err:
+        raise InputError(f"{model_dir}: cannot load a tokenizer there ({str(err).splitlines()[0]})") from None
+
+
 def load_extended_model(model_dir: str | Path, config: CPTConfig):
     """(model, tokenizer, context summary) with the RoPE change applied before the weights load."""
     from transformers import AutoConfig
@@ -155,7 +186,7 @@ def load_extended_model(model_dir: str | Path, config: CPTConfig):
 
 
 # ---------------------------------------------------------------------------
-# Corpus -> packed blocks
+# Corpus -> a stream of packed blocks
 
 
 def local_files(paths) -> list[Path]:
@@ -173,64 +204,123 @@ def local_files(paths) -> list[Path]:
     return files
 
 
-def read_local_documents(paths, text_column: str = "text") -> list[str]:
-    """A text file is one document; a JSONL file holds one document per row in `text_column`."""
-    documents: list[str] = []
-    for path in local_files(paths):
+def _local_rows(files: list[str], text_field: str):
+    """One {"text"} row per text file or per JSONL row, read one file at a time (file:line errors)."""
+    for name in files:
+        path = Path(name)
         if path.suffix == ".jsonl":
-            documents += [str(row[text_column]) for row in read_jsonl(path, required=[text_column])]
+            for row in read_jsonl(path, required=[text_field]):
+                yield {"text": str(row[text_field])}
         else:
-            documents.append(path.read_text(encoding="utf-8"))
-    documents = [d for d in documents if d.strip()]
-    if not documents:
-        raise InputError(f"{', '.join(map(str, paths))}: the corpus holds no text")
-    return documents
+            yield {"text": path.read_text(encoding="utf-8")}
 
 
-def load_documents(config: CPTConfig, corpus: list[Path] | None = None):
-    """The corpus as a `datasets.Dataset` with one `text` column."""
-    from datasets import Dataset, load_dataset
+def stream_documents(config: CPTConfig, corpus: list[Path] | None = None):
+    """The corpus as a streaming `datasets.IterableDataset` with one `text` column.
 
-    if corpus or not config.dataset:
-        return Dataset.from_dict({"text": read_local_documents(corpus or config.corpus, config.text_column)})
-    streaming = config.max_documents is not None  # avoid downloading a whole corpus for a budgeted run
-    data = load_dataset(config.dataset, config.dataset_config, split=config.dataset_split, streaming=streaming)
-    if config.text_column not in (data.column_names or [config.text_column]):
-        raise InputError(f"{config.dataset}: no column {config.text_column!r} (cpt.text_column)")
-    if streaming:
-        return Dataset.from_dict({"text": [row[config.text_column] for row in data.take(config.max_documents)]})
-    data = data.select_columns([config.text_column])
-    return data if config.text_column == "text" else data.rename_column(config.text_column, "text")
+    A hub dataset (`cpt.dataset`) streams shard by shard, so a token budget far below the corpus size
+    downloads only what it trains on; local files (`cpt.corpus`, or the stage's --corpus) go through
+    the same streaming pipeline from a generator.
+    """
+    from datasets import IterableDataset, load_dataset
+
+    spec = config.dataset
+    if corpus or spec is None:
+        files = [str(f) for f in local_files(corpus or config.corpus)]
+        return IterableDataset.from_generator(_local_rows,
+                                              gen_kwargs={"files": files, "text_field": config.text_column})
+    try:
+        data = load_dataset(spec.path, spec.name, split=spec.split, data_files=spec.data_files,
+                            revision=spec.revision, streaming=True)  # fmt: skip
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(f"cpt.dataset {spec.path} ({spec.name}, {spec.split}): {str(err).splitlines()[0]}") from None
+    if data.column_names is not None and spec.text_field not in data.column_names:
+        raise InputError(f"{spec.path}: no column {spec.text_field!r} (cpt.dataset.text_field); "
+                         f"it has {', '.join(data.column_names)}")
+    data = data.select_columns([spec.text_field])
+    return data if spec.text_field == "text" else data.rename_column(spec.text_field, "text")
 
 
-def pack_token_ids(sequences: list[list[int]], block_size: int) -> list[list[int]]:
-    """Concatenate token sequences and cut them into full blocks; the short tail is dropped."""
-    flat = [token for sequence in sequences for token in sequence]
-    return [flat[i: i + block_size] for i in range(0, len(flat) - block_size + 1, block_size)]
+def corpus_source(config: CPTConfig, corpus: list[Path] | None = None) -> str:
+    """What the corpus is, for messages: the hub dataset or the local paths."""
+    if corpus or config.dataset is None:
+        return ", ".join(map(str, corpus or config.corpus))
+    return f"{config.dataset.path}" + (f" ({config.dataset.name})" if config.dataset.name else "")
 
 
-def pack_corpus(documents, tokenizer, block_size: int, num_proc: int | None = None):
-    """Tokenise with EOS appended and pack into `input_ids`/`labels` blocks of `block_size` tokens."""
+def pack_stream(documents, tokenizer, block_size: int, token_budget: int | None = None,
+                separate_documents: bool = True, source: str = "the corpus", batch_documents: int = 256):
+    """Yield {input_ids, labels, position_ids} blocks of `block_size` tokens from a document stream.
+
+    Each document gets EOS appended; documents are concatenated and cut into full blocks (a document
+    may continue in the next block). With `separate_documents`, position ids restart at every
+    document, which transformers (with `use_cache=False`) turns into a block-diagonal causal mask:
+    padding-free packing without attention across documents. Stops after `token_budget` tokens.
+    Raises InputError when the whole corpus is shorter than one block.
+    """
     eos = tokenizer.eos_token_id
     if eos is None:
         raise InputError("the tokenizer has no EOS token to separate documents")
+    ids: list[int] = []
+    starts: list[bool] = []  # True where a document begins
+    seen = blocks = 0
+    for batch in documents.iter(batch_size=batch_documents):
+        texts = [t for t in batch["text"] if t and t.strip()]
+        if not texts:
+            continue
+        for sequence in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            seen += len(sequence) + 1
+            ids += sequence + [eos]
+            starts += [True] + [False] * len(sequence)
+            while len(ids) >= block_size:
+                block, ids = ids[:block_size], ids[block_size:]
+                flags, starts = starts[:block_size], starts[block_size:]
+                positions = block_positions(flags, separate_documents)
+                yield {"input_ids": block, "labels": list(block), "position_ids": positions}
+                blocks += 1
+                if token_budget is not None and blocks * block_size >= token_budget:
+                    return
+    if blocks == 0:
+        raise InputError(f"{source}: the corpus has {seen} tokens, fewer than one block of {block_size} tokens "
+                         "(cpt.block_size, else cpt.context_length)")
 
-    def tokenize(batch):
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"input_ids": [seq + [eos] for seq in ids]}
 
-    def pack(batch):
-        blocks = pack_token_ids(batch["input_ids"], block_size)
-        return {"input_ids": blocks, "labels": [list(b) for b in blocks]}
+def block_positions(starts: list[bool], separate_documents: bool) -> list[int]:
+    """Position ids of one block: restart at each document start (and at the block start, so a long
+    document split across blocks never runs past the trained window), or 0..n-1 without separation."""
+    if not separate_documents:
+        return list(range(len(starts)))
+    positions, position = [], 0
+    for i, start in enumerate(starts):
+        position = 0 if start or i == 0 else position + 1
+        positions.append(position)
+    return positions
 
-    tokens = documents.map(tokenize, batched=True, remove_columns=documents.column_names, num_proc=num_proc,
-                           desc="tokenise")
-    total = sum(len(ids) for ids in tokens["input_ids"])
-    # batches of 1000 documents: at most one partial block is lost per batch
-    blocks = tokens.map(pack, batched=True, batch_size=1000, num_proc=num_proc, desc="pack")
-    if len(blocks) == 0:
-        raise InputError(f"the corpus has {total} tokens, fewer than one block of {block_size} (cpt.block_size)")
-    return blocks, total
+
+class PackedBlocks:
+    """A re-iterable stream of packed blocks for the Trainer (each pass streams the corpus again)."""
+
+    def __init__(self, documents, tokenizer, block_size: int, token_budget: int | None, separate_documents: bool,
+                 source: str = "the corpus"):
+        self.args = (documents, tokenizer, block_size, token_budget, separate_documents, source)
+
+    def __iter__(self):
+        return pack_stream(*self.args)
+
+
+def as_torch_iterable(blocks: PackedBlocks):
+    import torch
+
+    class Blocks(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(blocks)
+
+    return Blocks()
+
+
+def count_blocks(blocks: PackedBlocks) -> int:
+    """Blocks in one pass (local corpora without a token budget: sets the number of steps)."""
+    return sum(1 for _ in blocks)
 
 
 # ---------------------------------------------------------------------------
@@ -250,14 +340,33 @@ def add_adapters(model, config: CPTConfig):
     return get_peft_model(model, lora)
 
 
-def trainer_args(config: CPTConfig, checkpoint_dir: str | Path):
+def resolve_checkpointing(config: CPTConfig, model_config) -> bool:
+    """gradient_checkpointing as set, or for `auto` the memory estimate (frozen bf16 base, DDP: one copy per GPU)."""
+    if config.gradient_checkpointing != "auto":
+        return bool(config.gradient_checkpointing)
+    from ftllm.train.trainer import device_memory_bytes, needs_checkpointing
+
+    memory = device_memory_bytes()
+    if memory is None:  # CPU: nothing to size against
+        return False
+    tokens = config.per_device_batch_size * config.sequence_length
+    return needs_checkpointing(model_config, tokens, 1, memory, trains_all=False)
+
+
+def trainer_args(config: CPTConfig, checkpoint_dir: str | Path, max_steps: int, checkpointing: bool = False):
+    import importlib.util
+
     from transformers import TrainingArguments
 
+    shared = shared_trainer_args(config, checkpoint_dir, config.gradient_accumulation_steps)
+    shared["max_steps"] = max_steps  # a streamed corpus has no length: the trainer needs the step count
+    shared["gradient_checkpointing"] = checkpointing
     return TrainingArguments(
-        **shared_trainer_args(config, checkpoint_dir, config.gradient_accumulation_steps),
+        **shared,
         num_train_epochs=config.num_train_epochs,
         weight_decay=config.weight_decay,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        use_liger_kernel=config.use_liger_kernel and importlib.util.find_spec("liger_kernel") is not None,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         remove_unused_columns=False,
     )
 
@@ -266,7 +375,7 @@ def run_fingerprint(config: CPTConfig, model_dir: str | Path, corpus: list[Path]
     """Hash of what determines the run (launch-only keys left out), so stale checkpoints are not resumed."""
     digest = settings_digest(config)
     hash_path(digest, Path(model_dir))  # same-shape but different weights must not resume (as sft and rl)
-    if corpus or not config.dataset:
+    if corpus or config.dataset is None:
         for file in local_files(corpus or config.corpus):
             digest.update(file.read_bytes())
     return digest.hexdigest()
@@ -291,17 +400,27 @@ def train_cpt(
     state = PartialState()
     with state.main_process_first():  # rank 0 clears a stale folder before the others look in it
         resume_from = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint(config, model_dir, corpus))
-    with state.main_process_first():  # rank 0 downloads first; the others reuse its cache
-        documents = load_documents(config, corpus)  # before the model, so a bad corpus fails fast
+    documents = stream_documents(config, corpus)
+    blocks = PackedBlocks(documents, load_tokenizer(model_dir), config.sequence_length, config.token_budget,
+                          config.separate_documents, corpus_source(config, corpus))
+    next(iter(blocks))  # a malformed corpus, or one shorter than one block, fails here, before the model loads
     model, tokenizer, context = load_extended_model(model_dir, config)
-    blocks, corpus_tokens = pack_corpus(documents, tokenizer, config.sequence_length, config.dataset_num_proc)
-    log.info("corpus: %d tokens -> %d blocks of %d", corpus_tokens, len(blocks), config.sequence_length)
-    model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
+    tokens_per_step = (config.per_device_batch_size * config.gradient_accumulation_steps * world_size()
+                       * config.sequence_length)  # fmt: skip
+    max_steps = config.max_steps
+    if max_steps <= 0:  # a stream has no length: the budget (or one counted pass per epoch) sets the steps
+        passes = math.ceil(config.num_train_epochs * count_blocks(blocks)) if not config.token_budget else 0
+        budget = config.token_budget or passes * config.sequence_length
+        max_steps = max(1, budget // tokens_per_step)
+    log.info("cpt: %d steps of %d tokens from %s", max_steps, tokens_per_step, corpus_source(config, corpus))
+    # the KV cache is useless in training, and with it on packed documents would attend to each other
+    model.config.use_cache = False
     model = add_adapters(model, config)
     trainable, total = model.get_nb_trainable_parameters()
-    args = trainer_args(config, checkpoint_dir)
-    trainer = Trainer(model=model, args=args, train_dataset=blocks, data_collator=default_data_collator,
-                      callbacks=list(callbacks))
+    checkpointing = resolve_checkpointing(config, model.config)
+    args = trainer_args(config, checkpoint_dir, max_steps, checkpointing)
+    trainer = Trainer(model=model, args=args, train_dataset=as_torch_iterable(blocks),
+                      data_collator=default_data_collator, callbacks=list(callbacks))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     runtime_s = time.perf_counter() - started
@@ -315,8 +434,7 @@ def train_cpt(
         "steps": steps,
         "tokens_seen": steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
         * world_size() * config.sequence_length,
-        "corpus_tokens": corpus_tokens,
-        "blocks": len(blocks),
+        "token_budget": config.token_budget,
         "block_size": config.sequence_length,
         **context,
         "trainable_params": trainable,
@@ -324,6 +442,8 @@ def train_cpt(
         "runtime_s": round(runtime_s, 2),
         "resumed_from_step": checkpoint_step(resume_from),
         "processes": world_size(),
+        "gradient_checkpointing": checkpointing,
+        "attn_implementation": config.attn_implementation,
     }
     if trainer.accelerator.is_main_process:
         merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()

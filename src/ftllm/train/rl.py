@@ -2,7 +2,7 @@
 
 TRL's `GRPOTrainer` is the engine. What this module adds, each switched from params:
 
-- prompts: judged rows with a known answer, rendered like SFT's prompts (`prompt_template`);
+- prompts: judged rows with a known answer, rendered by the shared prompt contract (`ftllm.prompting`);
   optionally filtered by the SFT model's pass rate over k samples (`pass_rate_filter`), which
   drops problems it always or never solves: such groups have zero reward variance and teach nothing;
 - rewards: names from `ftllm.train.rewards.REWARDS` with a weight each (`rewards`);
@@ -12,7 +12,8 @@ TRL's `GRPOTrainer` is the engine. What this module adds, each switched from par
   trainer subclass below masks those groups out of the loss *and* its token count after scoring
   (their advantage is already 0; what changes is that they no longer dilute the DAPO denominator);
 - generation: transformers (`use_vllm: false`, the CPU/CI path) or vLLM (`vllm_mode: colocate |
-  server`), and then always with TRL's importance-sampling correction for the sampler mismatch;
+  server`), and then always with TRL's importance-sampling correction for the sampler mismatch,
+  by default token-level truncated IS (`is_mode: token_truncate`, ratios capped at `is_cap`);
 - telemetry: per-step reward mean/std, completion lengths, clip fraction, and per-group aggregation
   weights (`ftllm.train.telemetry`) written to `<plots_dir>/{steps,groups}.json` as training runs;
 - resume: checkpoints in a persistent folder; a rerun after a kill resumes from the last one
@@ -36,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from ftllm.io import InputError, read_records, write_json
+from ftllm.prompting import PromptSpec, build_conversation
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.launch import check_num_processes, world_size
 from ftllm.train.rewards import select_rewards
-from ftllm.train.sft import fill_template
 from ftllm.train.telemetry import LOSS_TYPES, TelemetryLog, group_rows, step_row
 from ftllm.train.trainer import shared_trainer_args
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 TELEMETRY_DIR = "ftllm_telemetry"  # inside each checkpoint-N folder
 PROMPTS_FILE = "rl_prompts.json"  # the selected prompt set, beside the checkpoints
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")  # TRL 1.16's names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,9 +76,8 @@ class RLConfig:
     """The `rl` params section. Defaults follow DAPO on TRL 1.16 (token-level loss, clip-higher, no KL)."""
 
     mode: str = "sync"  # sync: GRPOTrainer | async: experimental AsyncGRPOTrainer (GPUs + vLLM server)
-    # prompts. Templates use {key} for fields of the judged row; other braces stay literal.
-    prompt_template: str = "{problem}\n\n最終的な答えを \\boxed{} の中に書いてください。"
-    system_prompt: str | None = None
+    # prompts: the top-level `prompt` section (sft, rl and predict share it)
+    prompt: PromptSpec = dataclasses.field(default_factory=PromptSpec)
     max_prompts: int | None = None  # keep the first N usable rows (demo / smoke runs)
     pass_rate_filter: PassRateFilter = dataclasses.field(default_factory=PassRateFilter)
     # rewards: registry name -> weight
@@ -115,6 +116,11 @@ class RLConfig:
     vllm_mode: str = "colocate"  # colocate: vLLM in the training process | server: `trl vllm-serve`
     vllm_gpu_memory_utilization: float = 0.3
     vllm_server_base_url: str | None = None
+    # importance-sampling correction of the sampler/trainer mismatch (always on with vLLM). token_truncate is the
+    # reference's per-token loss -A·ratio·min(rho, cap) (TIS); TRL 1.16's own default is sequence_mask
+    is_mode: str = "token_truncate"  # token_truncate | token_mask | sequence_truncate | sequence_mask
+    is_cap: float | None = 2.0  # C_max: truncate (or mask) ratios above it; null = no upper bound (mask modes)
+    is_floor: float | None = None  # C_min: truncate (or mask) ratios below it; null = none
     # async mode
     max_staleness: int = 4  # maximum policy lag, in optimizer steps, of a rollout used for training
     weight_sync_steps: int = 1
@@ -133,6 +139,7 @@ class RLConfig:
             "scale_rewards": (self.scale_rewards, ("group", "batch", "none")),
             "importance_sampling_level": (self.importance_sampling_level, ("token", "sequence")),
             "vllm_mode": (self.vllm_mode, ("colocate", "server")),
+            "is_mode": (self.is_mode, IS_MODES),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
@@ -143,6 +150,12 @@ class RLConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2: advantages compare completions of one prompt")
+        if self.is_mode.endswith("_truncate") and self.is_cap is None:
+            raise ValueError(f"is_cap must be set for is_mode {self.is_mode}: truncation needs an upper bound")
+        if self.is_cap is not None and self.is_cap <= 0:
+            raise ValueError(f"is_cap must be > 0, got {self.is_cap}")
+        if self.is_floor is not None and self.is_cap is not None and not 0 <= self.is_floor < self.is_cap:
+            raise ValueError(f"is_floor must be in [0, is_cap={self.is_cap}), got {self.is_floor}")
         try:
             select_rewards(self.rewards)
             check_num_processes(self.num_processes)
@@ -160,8 +173,7 @@ class RLConfig:
 
 
 def build_prompt(row: dict, config: RLConfig) -> list[dict]:
-    messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-    return messages + [{"role": "user", "content": fill_template(config.prompt_template, row)}]
+    return build_conversation(row, config.prompt)
 
 
 def load_prompts(data: str | Path, config: RLConfig) -> list[dict]:
@@ -177,7 +189,8 @@ def load_prompts(data: str | Path, config: RLConfig) -> list[dict]:
     return examples[: config.max_prompts] if config.max_prompts else examples
 
 
-def measure_pass_rates(examples: list[dict], model_dir: str | Path, spec: PassRateFilter, seed: int) -> list[float]:
+def measure_pass_rates(examples: list[dict], model_dir: str | Path, spec: PassRateFilter, seed: int,
+                       chat_template_kwargs: dict | None = None) -> list[float]:
     """Fraction of `spec.k` samples of the starting model that the accuracy reward accepts, per example."""
     from ftllm.config import EngineSpec, SamplingSpec
     from ftllm.engine import make_engine
@@ -189,7 +202,7 @@ def measure_pass_rates(examples: list[dict], model_dir: str | Path, spec: PassRa
     )  # fmt: skip
     sampling = SamplingSpec(n=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens, seed=seed)
     with make_engine(engine_spec) as engine:
-        outputs = engine.chat([ex["prompt"] for ex in examples], sampling)
+        outputs = engine.chat([ex["prompt"] for ex in examples], sampling, **dict(chat_template_kwargs or {}))
     rates = []
     for ex, completions in zip(examples, outputs, strict=True):
         scores = accuracy([c.text for c in completions], [ex["answer"]] * len(completions))
@@ -243,6 +256,9 @@ def grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int = 1):
             vllm_mode=config.vllm_mode,
             vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
             vllm_importance_sampling_correction=True,
+            vllm_importance_sampling_mode=config.is_mode,
+            vllm_importance_sampling_clip_max=config.is_cap,
+            vllm_importance_sampling_clip_min=config.is_floor,
         )
         if config.vllm_server_base_url:
             vllm["vllm_server_base_url"] = config.vllm_server_base_url
@@ -255,6 +271,7 @@ def grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int = 1):
         importance_sampling_level=config.importance_sampling_level,
         num_iterations=config.num_iterations,
         reward_weights=weights,
+        chat_template_kwargs=dict(config.prompt.chat_template_kwargs),
         use_vllm=config.use_vllm,
         **vllm,
     )
@@ -371,7 +388,7 @@ def select_prompts(config: RLConfig, model_dir, data) -> tuple[list[dict], dict]
     counts = {"prompts_with_answer": len(examples)}
     spec = config.pass_rate_filter
     if spec.k:
-        rates = measure_pass_rates(examples, model_dir, spec, config.seed)
+        rates = measure_pass_rates(examples, model_dir, spec, config.seed, config.prompt.chat_template_kwargs)
         examples = filter_by_pass_rate(examples, rates, spec)
         counts.update(
             pass_rate_mean=sum(rates) / len(rates),

@@ -2,7 +2,7 @@
 
 Each judged row becomes one prompt-completion conversation:
 
-    prompt     = [system (optional), user: prompt_template filled from the row]
+    prompt     = [system (optional), user]: the shared prompt contract (`ftllm.prompting`, params `prompt`)
     completion = [assistant: worked solution ending in \\boxed{answer},
                   teacher reasoning in `thinking` (field) / inside the content (inline) / dropped]
 
@@ -10,12 +10,19 @@ TRL's `SFTTrainer` renders both with the chat template and computes the loss on 
 completion tokens only. Harmony templates (gpt-oss, llm-jp-4) put `thinking` in the
 analysis channel; the tiny test model's ChatML template puts it in <think> tags.
 
-The global batch (Open-R1: 128 sequences) is the same on any number of GPUs: gradient
-accumulation is derived from it. Checkpoints go to a persistent folder so a killed run
-resumes on rerun; a fingerprint of config + data + base model guards against resuming
-a run that was made from other inputs.
+The fast path is the default: rows are packed best-fit into `max_length`-token packs with no
+padding; position ids restart per row, and with the KV cache off transformers turns them into a
+block-diagonal mask, so each row trains exactly as it would alone (flex attention computes only
+those blocks). Liger's fused kernels apply when installed; gradient checkpointing is on only when
+the memory estimate in `ftllm.train.trainer` asks for it (`gradient_checkpointing: auto`). The
+whole model trains unless `train_layers` restricts it to the up-scale's new layers.
+
+The global batch is the same on any number of GPUs: gradient accumulation is derived from it.
+Checkpoints go to a persistent folder so a killed run resumes on rerun; a fingerprint of
+config + data + base model guards against resuming a run that was made from other inputs.
 
     train_sft(config, model_dir, data, out_dir, checkpoint_dir, metrics_path, loss_log_path)
+    trainer, facts = build_trainer(config, model_dir, data, checkpoint_dir)   # the same trainer, not run
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ftllm.io import InputError, read_records, write_json
+from ftllm.prompting import PromptSpec, build_conversation, fill_template
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.launch import check_num_processes, world_size
 from ftllm.train.trainer import loss_history, shared_trainer_args
@@ -43,18 +51,22 @@ REASONING_MODES = ("field", "inline", "drop")
 class SFTConfig:
     """The `sft` params section. Defaults are Open-R1's OpenR1-Distill-7B recipe."""
 
-    # data -> conversations. Templates use {key} for any field of the judged row; other braces stay literal.
-    prompt_template: str = "{problem}\n\n最終的な答えを \\boxed{} の中に書いてください。"
-    system_prompt: str | None = None
+    # data -> conversations. The prompt is the top-level `prompt` section (sft, rl and predict share it).
+    prompt: PromptSpec = dataclasses.field(default_factory=PromptSpec)
     reasoning: str = "field"  # field: `thinking` key | inline: inside content via inline_template | drop
     inline_template: str = "<think>\n{reasoning}\n</think>\n\n{content}"
     max_rows: int | None = None  # keep the first N rows (demo / smoke runs)
     # model and template
     dtype: str = "bfloat16"
-    attn_implementation: str | None = "sdpa"
+    # flex_attention: block-sparse document masks for packed rows (benchmarks/sft_mfu.py: the fastest on H100/H200);
+    # sdpa and eager also keep packed documents apart (from position_ids), only slower
+    attn_implementation: str | None = "flex_attention"
     chat_template: str | None = None  # jinja file replacing the tokenizer's template
     eos_token: str | None = None  # the template's end-of-turn token, e.g. <|return|> (harmony), <|im_end|> (ChatML)
-    train_layers: str = "auto"  # all | new (only the upscale's inserted layers) | auto (as upscale.json says)
+    # all: every weight (Open-R1, the default) | new: only the upscale's inserted layers (OpT-DeUS; a third of
+    # the optimizer memory and the original layers stay as they were, but less capacity to learn the task) |
+    # auto: as upscale.json's freeze_original says
+    train_layers: str = "all"
     # schedule (Open-R1 distill)
     learning_rate: float = 4.0e-5
     lr_scheduler_type: str = "cosine_with_min_lr"
@@ -66,11 +78,19 @@ class SFTConfig:
     max_grad_norm: float = 0.2
     seed: int = 42
     # batch and memory
+    # With packing (the default) a "sequence" below is one pack of up to max_length tokens holding several
+    # rows; without it, one row padded to the longest in its micro-batch.
     max_length: int = 16384
     global_batch_size: int = 128  # sequences per optimizer step, whatever the GPU count
     per_device_batch_size: int = 2
-    packing: bool = False  # bfd packing (padding-free); Open-R1 trains unpacked
-    gradient_checkpointing: bool = True
+    # padding-free best-fit-decreasing packing: rows share a pack, position ids restart per row so no row
+    # attends to another (transformers needs use_cache off for that, which TRL's compute_loss sets), no
+    # padding is computed. false = Open-R1's unpacked rows (same loss per row, ~5x slower on an H100)
+    packing: bool = True
+    packing_strategy: str = "bfd"  # bfd (rows longer than max_length truncated) | bfd_split (split instead)
+    # auto: recompute activations only when the estimate of ftllm.train.trainer.needs_checkpointing says a
+    # micro-batch would not fit in GPU memory without it (it costs ~1/3 more compute); true | false force it
+    gradient_checkpointing: Any = "auto"
     use_liger_kernel: bool = True  # only applied when liger_kernel is importable
     bf16: bool = True
     # checkpoints and logs
@@ -84,6 +104,10 @@ class SFTConfig:
     accelerate_config: str = "configs/accelerate/fsdp2.yaml"
 
     def __post_init__(self) -> None:
+        if self.gradient_checkpointing not in (True, False, "auto"):
+            raise ValueError(f"gradient_checkpointing must be true, false or auto, got {self.gradient_checkpointing!r}")
+        if self.packing_strategy not in ("bfd", "bfd_split"):
+            raise ValueError(f"packing_strategy must be bfd or bfd_split, got {self.packing_strategy!r}")
         if self.reasoning not in REASONING_MODES:
             raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}, got {self.reasoning!r}")
         if self.train_layers not in ("all", "new", "auto"):
@@ -105,11 +129,6 @@ class SFTConfig:
 # Rows -> prompt-completion conversations
 
 
-def fill_template(template: str, row: dict) -> str:
-    """Replace {key} by row[key]; braces that name no field (\\boxed{}) are left as written."""
-    return re.sub(r"\{(\w+)\}", lambda m: str(row[m.group(1)]) if m.group(1) in row else m.group(0), template)
-
-
 def final_content(row: dict) -> str:
     """The worked solution, made to end in \\boxed{answer} so the model learns the graded format."""
     solution = str(row["solution"]).rstrip()
@@ -120,10 +139,7 @@ def final_content(row: dict) -> str:
 
 def build_example(row: dict, config: SFTConfig) -> dict:
     """One judged row -> {"prompt": [...], "completion": [...]} in chat-message form."""
-    prompt = []
-    if config.system_prompt:
-        prompt.append({"role": "system", "content": config.system_prompt})
-    prompt.append({"role": "user", "content": fill_template(config.prompt_template, row)})
+    prompt = build_conversation(row, config.prompt)
     content = final_content(row)
     reasoning = str(row.get("reasoning") or "").strip()
     assistant = {"role": "assistant", "content": content}
@@ -131,7 +147,10 @@ def build_example(row: dict, config: SFTConfig) -> dict:
         assistant["thinking"] = reasoning
     elif config.reasoning == "inline" and reasoning:
         assistant["content"] = fill_template(config.inline_template, {**row, "reasoning": reasoning, "content": content})
-    return {"prompt": prompt, "completion": [assistant]}
+    example = {"prompt": prompt, "completion": [assistant]}
+    if config.prompt.chat_template_kwargs:  # TRL's SFTTrainer passes a row's own kwargs to the template
+        example["chat_template_kwargs"] = dict(config.prompt.chat_template_kwargs)
+    return example
 
 
 def load_examples(data: str | Path, config: SFTConfig) -> list[dict]:
@@ -199,22 +218,28 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int):
-    """TRL SFTConfig for this run."""
+def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int, checkpointing: bool | None = None):
+    """TRL SFTConfig for this run; `checkpointing` is the resolved gradient_checkpointing (see resolve_checkpointing)."""
     from trl import SFTConfig as TRLSFTConfig
 
     accumulation = gradient_accumulation_steps(config.global_batch_size, config.per_device_batch_size, processes)
     scheduler_kwargs = {"min_lr_rate": config.min_lr_rate} if config.lr_scheduler_type == "cosine_with_min_lr" else {}
+    if checkpointing is None:
+        checkpointing = config.gradient_checkpointing is True
+    shared = shared_trainer_args(config, checkpoint_dir, accumulation)
+    shared["gradient_checkpointing"] = checkpointing
     return TRLSFTConfig(
-        **shared_trainer_args(config, checkpoint_dir, accumulation),
+        **shared,
         lr_scheduler_kwargs=scheduler_kwargs,
         num_train_epochs=config.num_train_epochs,
         weight_decay=config.weight_decay,
         max_length=config.max_length,
         packing=config.packing,
+        packing_strategy=config.packing_strategy,
+        padding_free=config.packing,
         completion_only_loss=True,
         eos_token=config.eos_token,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         use_liger_kernel=config.use_liger_kernel and liger_available(),
         include_num_input_tokens_seen="non_padding",
         dataset_num_proc=config.dataset_num_proc,
@@ -225,25 +250,38 @@ def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int):
 # The stage
 
 
-def train_sft(
-    config: SFTConfig,
-    model_dir: str | Path,
-    data: str | Path,
-    out_dir: str | Path,
-    checkpoint_dir: str | Path,
-    metrics_path: str | Path | None = None,
-    loss_log_path: str | Path | None = None,
-    callbacks: tuple = (),
-) -> dict:
-    """Fine-tune `model_dir` on the judged rows in `data`; save the model to `out_dir`; return metrics."""
+def resolve_checkpointing(config: SFTConfig, model_dir: str | Path, processes: int) -> bool:
+    """gradient_checkpointing as set, or for `auto` the memory estimate for this model, batch and GPU count."""
+    if config.gradient_checkpointing != "auto":
+        return bool(config.gradient_checkpointing)
+    from transformers import AutoConfig
+
+    from ftllm.train.trainer import device_memory_bytes, needs_checkpointing
+
+    memory = device_memory_bytes()
+    if memory is None:  # CPU: nothing to size against, and recomputation only slows it down
+        return False
+    trains_all = layers_to_train(model_dir, config.train_layers) is None
+    model_config = AutoConfig.from_pretrained(str(model_dir))
+    checkpoint = needs_checkpointing(model_config, config.per_device_batch_size * config.max_length, processes,
+                                     memory, trains_all=trains_all)  # fmt: skip
+    log.info("gradient checkpointing %s (auto: %d tokens per micro-batch, %d processes, %.0f GB per GPU)",
+             "on" if checkpoint else "off", config.per_device_batch_size * config.max_length, processes, memory / 2**30)
+    return checkpoint
+
+
+def build_trainer(config: SFTConfig, model_dir: str | Path, data: str | Path, checkpoint_dir: str | Path,
+                  callbacks: tuple = ()):
+    """The stage's SFTTrainer (collator, model and arguments exactly as train_sft runs them) and run facts."""
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from ftllm.models import apply_template, load_model, save_checkpoint
+    from ftllm.models import apply_template, load_model
 
     examples = load_examples(data, config)
     processes = world_size()
-    args = trainer_args(config, checkpoint_dir, processes)  # also sets up the distributed state
+    checkpointing = resolve_checkpointing(config, model_dir, processes)
+    args = trainer_args(config, checkpoint_dir, processes, checkpointing)  # also sets up the distributed state
     with args.main_process_first(local=False):  # rank 0 clears a stale folder before the others look in it
         fingerprint = run_fingerprint(config, model_dir, data)
         resume_from = prepare_checkpoint_dir(checkpoint_dir, fingerprint, is_main=args.process_index == 0)
@@ -252,6 +290,8 @@ def train_sft(
 
     model, tokenizer = load_model(model_dir, dtype=config.dtype, attn_implementation=config.attn_implementation)
     apply_template(tokenizer, model, config.chat_template, config.eos_token)
+    # transformers separates packed rows (from position_ids) only without a KV cache
+    model.config.use_cache = False
     trainable = sum(p.numel() for p in model.parameters())
     if config.reasoning == "field" and not renders_thinking(tokenizer):
         log.warning("the chat template ignores `thinking`: the teacher reasoning is dropped (use reasoning: inline)")
@@ -267,6 +307,26 @@ def train_sft(
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
+    facts = {"rows": len(examples), "trainable_params": trainable, "processes": processes,
+             "gradient_checkpointing": checkpointing, "resume_from": resume_from}  # fmt: skip
+    return trainer, facts
+
+
+def train_sft(
+    config: SFTConfig,
+    model_dir: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path | None = None,
+    loss_log_path: str | Path | None = None,
+    callbacks: tuple = (),
+) -> dict:
+    """Fine-tune `model_dir` on the judged rows in `data`; save the model to `out_dir`; return metrics."""
+    from ftllm.models import save_checkpoint
+
+    trainer, facts = build_trainer(config, model_dir, data, checkpoint_dir, callbacks)
+    args, tokenizer, resume_from = trainer.args, trainer.processing_class, facts["resume_from"]
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     runtime_s = time.perf_counter() - started
@@ -275,15 +335,18 @@ def train_sft(
     full_state = trainer.accelerator.get_state_dict(trainer.model)
     history = loss_history(trainer.state.log_history)
     metrics = {
-        "rows": len(examples),
+        "rows": facts["rows"],
         "train_loss": result.training_loss,
         "final_loss": history[-1]["loss"] if history else None,
         "steps": trainer.state.global_step,
         "tokens": trainer.state.num_input_tokens_seen,
         "runtime_s": round(runtime_s, 2),
         "resumed_from_step": checkpoint_step(resume_from),
-        "trainable_params": trainable,
-        "processes": processes,
+        "trainable_params": facts["trainable_params"],
+        "processes": facts["processes"],
+        "gradient_checkpointing": facts["gradient_checkpointing"],
+        "packing": config.packing,
+        "attn_implementation": config.attn_implementation,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
     }
     if trainer.accelerator.is_main_process:

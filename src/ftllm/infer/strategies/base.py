@@ -144,7 +144,7 @@ def render_text(engine, chat: list[dict], config=None) -> str:
     if getattr(engine.spec, "chat_template", None):
         with open(engine.spec.chat_template, encoding="utf-8") as f:
             template = f.read()
-    kwargs = dict(getattr(config, "chat_template_kwargs", None) or {})
+    kwargs = dict(config.prompt.chat_template_kwargs)
     return engine.tokenizer.apply_chat_template(
         list(chat), tokenize=False, add_generation_prompt=True, chat_template=template, **kwargs
     )

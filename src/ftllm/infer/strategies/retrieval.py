@@ -153,7 +153,7 @@ def run_retrieval(engine, problems: list[dict], config, index: list[dict] | None
     start = watch.clock()
     neighbours = retrieve(problems, retrieval, index)
     chats = [few_shot_chat(row, shots, config, retrieval) for row, shots in zip(problems, neighbours)]
-    template_kwargs = dict(getattr(config, "chat_template_kwargs", None) or {})
+    template_kwargs = dict(config.prompt.chat_template_kwargs)
     samples = engine.chat(chats, config.sampling, **template_kwargs)
     votes = break_ties(engine, chat_prompts(engine, chats, template_kwargs), samples,
                        vote_problems(samples, problems, config))

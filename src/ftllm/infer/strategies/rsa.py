@@ -71,7 +71,7 @@ def run_rsa(engine, problems: list[dict], config) -> list[StrategyResult]:
     """RSA under `config.rsa`; the final population of each problem is voted."""
     rsa: RSAConfig = config.rsa
     chats = [problem_chat(row, config) for row in problems]
-    template_kwargs = dict(getattr(config, "chat_template_kwargs", None) or {})
+    template_kwargs = dict(config.prompt.chat_template_kwargs)
     rng = random.Random(rsa.seed)
     watch = Stopwatch(len(problems))
     tokens = [0] * len(problems)
