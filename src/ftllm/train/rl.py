@@ -13,8 +13,10 @@ TRL's `GRPOTrainer` is the engine. What this module adds, each switched from par
   (their advantage is already 0; what changes is that they no longer dilute the DAPO denominator);
 - generation: transformers (`use_vllm: false`, the CPU/CI path) or vLLM (`vllm_mode: colocate |
   server`), and then always with TRL's importance-sampling correction for the sampler mismatch;
-- telemetry: per-step reward mean/std, completion lengths, clip fraction, and per-group aggregation
-  weights (`ftllm.train.telemetry`) written to `<plots_dir>/{steps,groups}.json` as training runs;
+- telemetry: per-step reward mean/std, completion lengths, clip fraction, per-group aggregation
+  weights, and at each logged step the weights measured through TRL's own loss on one micro-batch
+  (`ftllm.train.telemetry`), written to `<plots_dir>/{steps,groups,weights}.json` and through DVCLive
+  to `<plots_dir>/dvclive` as training runs;
 - resume: checkpoints in a persistent folder; a rerun after a kill resumes from the last one
   (telemetry is saved inside each checkpoint so the plots resume with it).
 
@@ -40,13 +42,24 @@ from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run
 from ftllm.train.launch import check_num_processes, world_size
 from ftllm.train.rewards import select_rewards
 from ftllm.train.sft import fill_template
-from ftllm.train.telemetry import LOSS_TYPES, TelemetryLog, group_rows, step_row
+from ftllm.train.telemetry import (
+    LOSS_TYPES,
+    DvcLiveSink,
+    TelemetryLog,
+    group_rows,
+    measure_step_weights,
+    step_row,
+    trl_step_weights,
+    weight_rows,
+)
 from ftllm.train.trainer import shared_trainer_args
 
 log = logging.getLogger(__name__)
 
 TELEMETRY_DIR = "ftllm_telemetry"  # inside each checkpoint-N folder
 PROMPTS_FILE = "rl_prompts.json"  # the selected prompt set, beside the checkpoints
+DVCLIVE_DIR = "dvclive"  # inside plots_dir
+INDEX_KEY = "ftllm_completion_index"  # each completion's place in the generation batch, through TRL's shuffle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +292,8 @@ def async_grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int
 
 
 def make_trainer_class():
-    """GRPOTrainer that records each generation batch's group lengths and can drop zero-variance groups."""
+    """GRPOTrainer that records group lengths and measured loss weights, and can drop zero-variance groups."""
+    import torch
     from trl import GRPOTrainer
 
     class FtllmGRPOTrainer(GRPOTrainer):
@@ -297,12 +311,43 @@ def make_trainer_class():
             if "tool_mask" in output:
                 mask = mask * output["tool_mask"]
             lengths = self.accelerator.gather(mask.sum(dim=1)).tolist()
+            local = len(output["advantages"])
+            output[INDEX_KEY] = self.accelerator.process_index * local + torch.arange(local, device=mask.device)
+            self._ftllm_batch_lengths = lengths
             if self.telemetry is not None and self.accelerator.is_main_process:
                 step = self.state.global_step + 1  # generation happens at the start of the step it feeds
                 self.telemetry.add_groups(
                     group_rows(step, lengths, group, self.loss_type, self.max_completion_length)
                 )
             return output
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            first_micro_batch = self._step % self.current_gradient_accumulation_steps == 0
+            logged = (self.state.global_step + 1) % max(int(self.args.logging_steps), 1) == 0
+            if self.telemetry is not None and self.model.training and first_micro_batch and logged:
+                self._record_measured_weights(inputs)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        def _record_measured_weights(self, inputs) -> None:
+            """Measured vs formula weights of this step's first micro-batch (main process's share)."""
+            measured = measure_step_weights(self, inputs)  # every process: TRL's metric code gathers
+            if not self.accelerator.is_main_process:
+                return
+            mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+            lengths = [int(x) for x in mask.sum(dim=1).tolist()]
+            accum, processes = self.current_gradient_accumulation_steps, self.accelerator.num_processes
+            formula = trl_step_weights(
+                lengths, self.loss_type, grad_accum=accum, processes=processes,
+                steps_per_generation=self.args.steps_per_generation,
+                generation_tokens=int(inputs["num_items_in_batch"]), max_completion_length=self.max_completion_length,
+            )  # fmt: skip
+            self.telemetry.add_weights(
+                weight_rows(
+                    self.state.global_step + 1, inputs[INDEX_KEY].tolist(), self._ftllm_batch_lengths,
+                    self.num_generations, measured, formula, self.loss_type, self.max_completion_length,
+                    completions_per_step=len(lengths) * accum * processes,
+                )  # fmt: skip
+            )
 
         def _mask_zero_std_groups(self, output, group: int) -> None:
             # advantages are (r - group mean) / scale, so a zero-variance group has all-zero advantages
@@ -322,13 +367,24 @@ def make_telemetry_callback(telemetry: TelemetryLog, plots_dir: str | Path | Non
     from transformers import TrainerCallback
 
     class TelemetryCallback(TrainerCallback):
-        """Adds a row per logged step, rewrites the plot files, and stores telemetry in each checkpoint."""
+        """Adds a row per logged step, rewrites the plot files (JSON and DVCLive), and stores telemetry in each
+        checkpoint."""
+
+        sink: DvcLiveSink | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero and plots_dir:
+                self.sink = DvcLiveSink(Path(plots_dir) / DVCLIVE_DIR, replay=telemetry)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs and "reward" in logs:
-                telemetry.add_step(step_row(state.global_step, logs))
+                row = step_row(state.global_step, logs)
+                telemetry.add_step(row)
                 if plots_dir:
                     telemetry.save(plots_dir)
+                if self.sink is not None:
+                    self.sink.log_step(row)
+                    self.sink.log_weights(telemetry.weights)
 
         def on_save(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
