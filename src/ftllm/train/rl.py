@@ -60,6 +60,8 @@ TELEMETRY_DIR = "ftllm_telemetry"  # inside each checkpoint-N folder
 PROMPTS_FILE = "rl_prompts.json"  # the selected prompt set, beside the checkpoints
 DVCLIVE_DIR = "dvclive"  # inside plots_dir
 INDEX_KEY = "ftllm_completion_index"  # each completion's place in the generation batch, through TRL's shuffle
+# besides the trained loss type, the weights each of these would give the same micro-batch (the probe is cheap)
+PROBED_LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,25 +331,32 @@ def make_trainer_class():
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
         def _record_measured_weights(self, inputs) -> None:
-            """Measured vs formula weights of this step's first micro-batch (main process's share)."""
-            measured = measure_step_weights(self, inputs)  # every process: TRL's metric code gathers
-            if not self.accelerator.is_main_process:
-                return
+            """Measured vs formula weights of this step's first micro-batch (main process's share), under the
+            trained loss type and, on the same micro-batch, under each of PROBED_LOSS_TYPES."""
+            trained = self.loss_type
             mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
             lengths = [int(x) for x in mask.sum(dim=1).tolist()]
             accum, processes = self.current_gradient_accumulation_steps, self.accelerator.num_processes
-            formula = trl_step_weights(
-                lengths, self.loss_type, grad_accum=accum, processes=processes,
-                steps_per_generation=self.args.steps_per_generation,
-                generation_tokens=int(inputs["num_items_in_batch"]), max_completion_length=self.max_completion_length,
-            )  # fmt: skip
-            self.telemetry.add_weights(
-                weight_rows(
+            for loss_type in dict.fromkeys((trained, *PROBED_LOSS_TYPES)):
+                self.loss_type = loss_type  # _compute_loss reads it; the probe runs no model
+                try:
+                    measured = measure_step_weights(self, inputs)  # every process: TRL's metric code gathers
+                finally:
+                    self.loss_type = trained
+                if not self.accelerator.is_main_process:
+                    continue
+                formula = trl_step_weights(
+                    lengths, loss_type, grad_accum=accum, processes=processes,
+                    steps_per_generation=self.args.steps_per_generation,
+                    generation_tokens=int(inputs["num_items_in_batch"]),
+                    max_completion_length=self.max_completion_length,
+                )  # fmt: skip
+                rows = weight_rows(
                     self.state.global_step + 1, inputs[INDEX_KEY].tolist(), self._ftllm_batch_lengths,
-                    self.num_generations, measured, formula, self.loss_type, self.max_completion_length,
+                    self.num_generations, measured, formula, loss_type, self.max_completion_length,
                     completions_per_step=len(lengths) * accum * processes,
                 )  # fmt: skip
-            )
+                self.telemetry.add_weights([{**row, "trained": loss_type == trained} for row in rows])
 
         def _mask_zero_std_groups(self, output, group: int) -> None:
             # advantages are (r - group mean) / scale, so a zero-variance group has all-zero advantages
@@ -384,7 +393,7 @@ def make_telemetry_callback(telemetry: TelemetryLog, plots_dir: str | Path | Non
                     telemetry.save(plots_dir)
                 if self.sink is not None:
                     self.sink.log_step(row)
-                    self.sink.log_weights(telemetry.weights)
+                    self.sink.log_weights([w for w in telemetry.weights if w.get("trained", True)])
 
         def on_save(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
