@@ -138,7 +138,7 @@ def rl_config(args, mode: str = "sync"):
     if cuda and "is_mode" in fields:  # token-level TIS (the rl section's IS-mode key, where this tree has it)
         section["is_mode"] = "token_truncate"
     if mode == "async":
-        section.update(use_vllm=False, vllm_mode="server", same_device=True)
+        section.update(use_vllm=False)  # no server URL: rl_async starts vLLM on this GPU, weights over CUDA IPC
     return build(RLConfig, {k: v for k, v in section.items() if k in fields or k == "mode"}, "rl")
 
 

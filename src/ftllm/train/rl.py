@@ -21,15 +21,18 @@ TRL's `GRPOTrainer` is the engine. What this module adds, each switched from par
   (telemetry is saved inside each checkpoint so the plots resume with it).
 
 `mode: async` maps the same section onto `trl.experimental.async_grpo.AsyncGRPOTrainer`
-(`max_staleness` = maximum policy lag). Not run here: it needs CUDA, FSDP2 and a separately
-started vLLM server (`VLLM_SERVER_DEV_MODE=1 vllm serve <model> --logprobs-mode processed_logprobs
---weight-transfer-config '{"backend":"nccl"}'`); only its config mapping is tested. Its loss is
+(`max_staleness` = maximum policy lag). With `vllm_server_base_url` it uses that server (started
+apart: `VLLM_SERVER_DEV_MODE=1 vllm serve <model> --logprobs-mode processed_logprobs
+--weight-transfer-config '{"backend":"nccl"}'`, other GPUs). Without it, on one GPU,
+`ftllm.train.rl_async` starts the server on the same card with `vllm_gpu_memory_utilization` of its
+memory and syncs weights through CUDA IPC (NCCL refuses two ranks on one device). Its loss is
 fixed token-level clipped PPO (DAPO aggregation) without KL, so the section refuses other settings.
 
     train_rl(config, model_dir, data, out_dir, checkpoint_dir, metrics_path, plots_dir)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -406,7 +409,7 @@ def make_telemetry_callback(telemetry: TelemetryLog, plots_dir: str | Path | Non
 # The stage
 
 
-def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callbacks):
+def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callbacks, weight_transfer=None):
     from datasets import Dataset
 
     from ftllm.models import load_model
@@ -418,8 +421,9 @@ def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callb
 
         # the async trainer loads the model itself (FSDP2) and names it to the vLLM server by path
         return AsyncGRPOTrainer(
-            model=str(model_dir), reward_funcs=funcs, args=args, train_dataset=dataset, callbacks=callbacks
-        )
+            model=str(model_dir), reward_funcs=funcs, args=args, train_dataset=dataset, callbacks=callbacks,
+            weight_transfer=weight_transfer,
+        )  # fmt: skip
     model, tokenizer = load_model(model_dir, dtype=config.dtype)
     trainer = make_trainer_class()(
         model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -428,6 +432,24 @@ def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callb
     trainer.telemetry = telemetry
     trainer.filter_zero_std_groups = config.filter_zero_std_groups
     return trainer
+
+
+def _same_device_server(config: RLConfig, model_dir, args, checkpoint_dir: Path, stack: contextlib.ExitStack):
+    """mode async without a server URL: a vLLM server on this GPU (its memory share), weights over CUDA IPC."""
+    from trl.experimental.async_grpo.vllm_client import VLLMClient
+
+    from ftllm.train.rl_async import CudaIpcWeightTransfer, VllmServer, use_local_tree_attention
+
+    if world_size() != 1:
+        raise ValueError("rl.mode async without rl.vllm_server_base_url runs on one GPU (one process); "
+                         "on several GPUs start the vLLM server apart and set rl.vllm_server_base_url")  # fmt: skip
+    log.info("async RL: tree attention through %s", use_local_tree_attention())
+    server = stack.enter_context(VllmServer(
+        model_dir, config.vllm_gpu_memory_utilization, max_model_len=config.max_completion_length + 4096,
+        dtype=config.dtype, log_path=checkpoint_dir / "vllm_server.log",
+    ))  # fmt: skip
+    args.vllm_server_base_url = server.url
+    return CudaIpcWeightTransfer(VLLMClient(server.url, args.vllm_server_timeout))
 
 
 def select_prompts(config: RLConfig, model_dir, data) -> tuple[list[dict], dict]:
@@ -486,11 +508,14 @@ def train_rl(
         telemetry = TelemetryLog.load(Path(resume_from) / TELEMETRY_DIR)
         telemetry.truncate(checkpoint_step(resume_from))
     callbacks = [make_telemetry_callback(telemetry, plots_dir), *callbacks]
-    trainer = _build_trainer(config, model_dir, examples, args, telemetry, callbacks)
-
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    runtime_s = time.perf_counter() - started
+    with contextlib.ExitStack() as stack:
+        weight_transfer = None
+        if config.mode == "async" and not config.vllm_server_base_url:
+            weight_transfer = _same_device_server(config, model_dir, args, Path(checkpoint_dir), stack)
+        trainer = _build_trainer(config, model_dir, examples, args, telemetry, callbacks, weight_transfer)
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        runtime_s = time.perf_counter() - started
 
     full_state = trainer.accelerator.get_state_dict(trainer.model)
     steps = telemetry.steps

@@ -1,0 +1,137 @@
+"""Same-device async RL pieces on CPU: the varlen attention stand-in, the CUDA-IPC transfer client against a fake
+server, and the server process wrapper against a fake `vllm serve`."""
+from __future__ import annotations
+
+import base64
+import pickle
+import sys
+import textwrap
+
+import pytest
+
+from ftllm.train.rl_async import CudaIpcWeightTransfer, TorchVarlenAttention, VllmServer
+
+
+def dense_reference(q, k, v, cu_q, cu_k, scale, window=-1):
+    """Attention written out: every query of segment s against its keys, bottom-right causal."""
+    import torch
+
+    out = torch.zeros_like(q)
+    groups = q.shape[1] // k.shape[1]
+    for s in range(len(cu_q) - 1):
+        n_q, n_k = cu_q[s + 1] - cu_q[s], cu_k[s + 1] - cu_k[s]
+        for i in range(n_q):
+            last = n_k - n_q + i  # the last key query i may see
+            first = max(0, last - window) if window >= 0 else 0
+            for h in range(q.shape[1]):
+                keys = k[cu_k[s] + first : cu_k[s] + last + 1, h // groups]
+                vals = v[cu_k[s] + first : cu_k[s] + last + 1, h // groups]
+                weights = torch.softmax(keys @ q[cu_q[s] + i, h] * scale, dim=0)
+                out[cu_q[s] + i, h] = weights @ vals
+    return out
+
+
+@pytest.mark.parametrize("window", [-1, 2])
+def test_torch_varlen_attention_matches_written_out_attention(window):
+    import torch
+
+    torch.manual_seed(0)
+    cu_q, cu_k = [0, 3, 4, 9], [0, 5, 6, 11]  # segment 0 has 2 prefix keys more than queries (a tree branch)
+    q = torch.randn(cu_q[-1], 4, 8)
+    k, v = torch.randn(cu_k[-1], 2, 8), torch.randn(cu_k[-1], 2, 8)  # GQA: 4 query heads over 2 kv heads
+    out = TorchVarlenAttention.flash_attn_varlen_func(
+        q, k, v, torch.tensor(cu_q, dtype=torch.int32), torch.tensor(cu_k, dtype=torch.int32), 5, 5,
+        softmax_scale=0.3, causal=True, window_size=(window, 0),
+    )  # fmt: skip
+    assert torch.allclose(out, dense_reference(q, k, v, cu_q, cu_k, 0.3, window), atol=1e-5)
+
+
+class FakeServer:
+    """Records the HTTP calls TRL's VLLMClient would make; `fail_on` makes one raise."""
+
+    def __init__(self, fail_on=None):
+        self.calls, self.updates, self.fail_on = [], [], fail_on
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            if name == self.fail_on:
+                raise RuntimeError(f"{name} failed")
+            if name == "update_weights":
+                self.updates.append(args[0])
+
+        return call
+
+
+def test_ipc_transfer_streams_chunks_between_start_and_finish():
+    import torch
+
+    server = FakeServer()
+    shared = []
+
+    def share(tensor):  # on a GPU: {uuid: rebuild args}; here a marker that must travel to the server intact
+        shared.append(tensor)
+        return {"gpu-0": ("handle", len(shared))}
+
+    client = CudaIpcWeightTransfer(server, chunk_bytes=40, share=share)
+    params = [("a.weight", torch.zeros(2, 3)), ("b.bias", torch.zeros(4, dtype=torch.bfloat16)), ("c", torch.zeros(10))]
+    client.send_weights(iter(params))
+    assert server.calls == []  # not initialised: nothing is sent (TRL calls init_weight_transfer first)
+
+    client.init_weight_transfer()
+    client.pause()
+    client.send_weights(iter(params))
+    client.resume()
+    assert server.calls == ["wait_for_server_ready", "init_weight_transfer_engine", "pause", "start_weight_update",
+                            "update_weights", "update_weights", "finish_weight_update", "resume"]  # fmt: skip
+    first, second = server.updates  # 24 + 8 bytes < 40 <= 24 + 8 + 40: chunks {a, b} and {c}
+    assert first["names"] == ["a.weight", "b.bias"] and second["names"] == ["c"]
+    assert first["dtype_names"] == ["float32", "bfloat16"] and first["shapes"] == [[2, 3], [4]]
+    handles = pickle.loads(base64.b64decode(first["ipc_handles_pickled"]))
+    assert handles == [{"gpu-0": ("handle", 1)}, {"gpu-0": ("handle", 2)}]
+    assert client.sent_bytes == 24 + 8 + 40
+
+
+def test_ipc_transfer_finishes_the_update_when_a_chunk_fails():
+    import torch
+
+    server = FakeServer(fail_on="update_weights")
+    client = CudaIpcWeightTransfer(server, share=lambda t: {})
+    client.init_weight_transfer()
+    with pytest.raises(RuntimeError, match="update_weights failed"):
+        client.send_weights(iter([("w", torch.zeros(2))]))
+    assert server.calls[-2:] == ["update_weights", "finish_weight_update"]  # the server is not left mid-reload
+
+
+FAKE_SERVE = textwrap.dedent("""
+    import http.server, sys
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+""")
+
+
+def test_server_wrapper_waits_for_health_and_stops_its_process(tmp_path):
+    pytest.importorskip("requests")
+    server = VllmServer("model", 0.3, max_model_len=128, dtype="bfloat16", log_path=tmp_path / "serve.log",
+                        startup_timeout_s=30)  # fmt: skip
+    assert "--weight-transfer-config" in server.command and '{"backend": "ipc"}' in server.command
+    server.command = [sys.executable, "-c", FAKE_SERVE, str(server.port)]
+    with server:
+        import requests
+
+        assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+        process = server.process
+    assert process.poll() is not None  # stopped on exit
+
+
+def test_server_wrapper_reports_an_early_exit(tmp_path):
+    server = VllmServer("model", 0.3, max_model_len=128, dtype="bfloat16", log_path=tmp_path / "serve.log")
+    server.command = [sys.executable, "-c", "import sys; print('no GPU'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        server.__enter__()
+    assert "no GPU" in (tmp_path / "serve.log").read_text()
