@@ -445,7 +445,7 @@ def _same_device_server(config: RLConfig, model_dir, args, checkpoint_dir: Path,
                          "on several GPUs start the vLLM server apart and set rl.vllm_server_base_url")  # fmt: skip
     log.info("async RL: tree attention through %s", use_local_tree_attention())
     server = stack.enter_context(VllmServer(
-        model_dir, config.vllm_gpu_memory_utilization, max_model_len=config.max_completion_length + 4096,
+        model_dir, config.vllm_gpu_memory_utilization, max_model_len=None,
         dtype=config.dtype, log_path=checkpoint_dir / "vllm_server.log",
     ))  # fmt: skip
     args.vllm_server_base_url = server.url

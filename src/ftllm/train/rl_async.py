@@ -175,11 +175,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(model: str | Path, port: int, gpu_memory_utilization: float, max_model_len: int, dtype: str) -> list[str]:
+def server_command(model: str | Path, port: int, gpu_memory_utilization: float, max_model_len: int | None,
+                   dtype: str) -> list[str]:  # fmt: skip
+    """`max_model_len` None: the model's own context length."""
     return [
-        sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model),
+        # the API server module rather than the `vllm` CLI, which also needs the distribution to be named "vllm"
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
         "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
-        "--gpu-memory-utilization", str(gpu_memory_utilization), "--max-model-len", str(max_model_len),
+        "--gpu-memory-utilization", str(gpu_memory_utilization),
+        *(["--max-model-len", str(max_model_len)] if max_model_len else []),
         "--logprobs-mode", "processed_logprobs", "--weight-transfer-config", '{"backend": "ipc"}',
     ]  # fmt: skip
 
@@ -187,7 +191,7 @@ def server_command(model: str | Path, port: int, gpu_memory_utilization: float, 
 class VllmServer:
     """`vllm serve` in its own process group on this machine's GPU; a context manager that stops it."""
 
-    def __init__(self, model, gpu_memory_utilization: float, max_model_len: int, dtype: str, log_path: Path,
+    def __init__(self, model, gpu_memory_utilization: float, max_model_len: int | None, dtype: str, log_path: Path,
                  startup_timeout_s: float = 600.0):  # fmt: skip
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
