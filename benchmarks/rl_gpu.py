@@ -135,7 +135,10 @@ def rl_config(args, mode: str = "sync"):
         "use_vllm": cuda, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": args.vllm_gpu_memory_utilization,
     }  # fmt: skip
     fields = {f.name for f in dataclasses.fields(RLConfig)}
-    if cuda and "is_mode" in fields:  # token-level TIS (the rl section's IS-mode key, where this tree has it)
+    if cuda and mode == "sync":
+        if "is_mode" not in fields:  # TRL's own default would be sequence_mask, not the TIS this run is for
+            raise SystemExit("rl_gpu.py: this tree's rl section has no is_mode key (token-level TIS); merge the "
+                             "branch that adds it before the GPU run")  # fmt: skip
         section["is_mode"] = "token_truncate"
     if mode == "async":
         section.update(use_vllm=False)  # no server URL: rl_async starts vLLM on this GPU, weights over CUDA IPC
