@@ -47,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--sft-steps", type=int, default=40)
     parser.add_argument("--sft-lr", type=float, default=None, help="default 5e-5 (cuda), 2e-3 (cpu tiny model)")
     parser.add_argument("--rl-steps", type=int, default=30)
-    parser.add_argument("--rl-lr", type=float, default=None, help="default 2e-6 (cuda), 1e-4 (cpu tiny model)")
+    parser.add_argument("--rl-lr", type=float, default=None, help="default 1e-5 (cuda), 1e-4 (cpu tiny model)")
     parser.add_argument("--loss-type", default="dapo")
     parser.add_argument("--prompts-per-step", type=int, default=16)
     parser.add_argument("--num-generations", type=int, default=8)
@@ -129,7 +129,7 @@ def rl_config(args, mode: str = "sync"):
         "mode": mode, "prompt_template": "{problem}", "rewards": {"accuracy": 1.0}, "loss_type": args.loss_type,
         "num_generations": args.num_generations, "max_completion_length": args.max_completion_length,
         "prompts_per_step": args.prompts_per_step, "per_device_batch_size": args.per_device_batch_size,
-        "max_steps": args.rl_steps, "learning_rate": args.rl_lr or (2e-6 if cuda else 1e-4),
+        "max_steps": args.rl_steps, "learning_rate": args.rl_lr or (1e-5 if cuda else 1e-4),
         "dtype": "bfloat16" if cuda else "float32", "bf16": cuda, "gradient_checkpointing": False,
         "save_steps": 10**6, "num_processes": 1, "seed": args.seed, "mask_truncated_completions": False,
         "use_vllm": cuda, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": args.vllm_gpu_memory_utilization,
@@ -201,6 +201,7 @@ def main(argv=None) -> None:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("rl_gpu.py: --device cuda but no GPU is visible (use --device cpu for the CPU check)")
+    rl_config(args)  # a bad rl setting fails here, not after the SFT
     torch.manual_seed(args.seed)
     cuda, card = args.device == "cuda", card_name(args.device)
     work = Path(tempfile.mkdtemp(prefix="rl-gpu-"))
