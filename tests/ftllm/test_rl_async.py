@@ -135,3 +135,59 @@ def test_server_wrapper_reports_an_early_exit(tmp_path):
     with pytest.raises(RuntimeError, match="exited with 3"):
         server.__enter__()
     assert "no GPU" in (tmp_path / "serve.log").read_text()
+
+
+class Stop(RuntimeError):
+    pass
+
+
+def test_train_rl_async_without_url_serves_on_this_gpu(tiny_model, tmp_path, monkeypatch):
+    """mode async and no server URL: a server is started on this machine, its URL goes into the trainer's
+    arguments, the trainer gets the CUDA-IPC transfer, and the server is stopped when training ends."""
+    import trl.experimental.async_grpo as async_grpo
+
+    from ftllm.config import build
+    from ftllm.io import write_records
+    from ftllm.train import rl_async
+    from ftllm.train.rl import RLConfig, train_rl
+
+    events = []
+
+    class FakeServer:
+        def __init__(self, model, share, max_model_len, dtype, log_path):
+            events.append(("server", str(model), share, dtype))
+            self.url = "http://127.0.0.1:1234"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            events.append(("stopped",))
+
+    class FakeTrainer:
+        def __init__(self, model, reward_funcs, args, train_dataset, callbacks, weight_transfer):
+            events.append(("trainer", args.vllm_server_base_url, type(weight_transfer).__name__))
+
+        def train(self, resume_from_checkpoint=None):
+            raise Stop("trained")
+
+    monkeypatch.setattr(rl_async, "VllmServer", FakeServer)
+    monkeypatch.setattr(async_grpo, "AsyncGRPOTrainer", FakeTrainer)
+    data = tmp_path / "kept.jsonl"
+    write_records(data, [{"id": "1", "problem": "1+1=", "answer": "2"}])
+    config = build(RLConfig, {"mode": "async", "vllm_gpu_memory_utilization": 0.4, "num_generations": 4,
+                              "prompts_per_step": 1, "per_device_batch_size": 4, "bf16": False, "num_processes": 1})  # fmt: skip
+    with pytest.raises(Stop):
+        train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt")
+    assert events == [
+        ("server", str(tiny_model), 0.4, "bfloat16"),
+        ("trainer", "http://127.0.0.1:1234", "CudaIpcWeightTransfer"),
+        ("stopped",),
+    ]
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # several processes: the same-device server is not for them
+    config = build(RLConfig, {"mode": "async", "num_generations": 4, "prompts_per_step": 2, "per_device_batch_size": 4,
+                              "bf16": False, "num_processes": 1})  # fmt: skip
+    with pytest.raises(ValueError, match="one GPU"):
+        train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt2")
+    assert events[-1] == ("stopped",) and len(events) == 3  # no server was started for it

@@ -22,11 +22,12 @@ import logging
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ftllm.train.launch import free_port
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +168,6 @@ class CudaIpcWeightTransfer:
 
 # ---------------------------------------------------------------------------
 # The server on the same card
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_command(model: str | Path, port: int, gpu_memory_utilization: float, max_model_len: int | None,
