@@ -107,10 +107,13 @@ def step_clock():
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.began = time.perf_counter()
-            correction = bool(getattr(args, "use_vllm", False) and getattr(args, "vllm_importance_sampling_correction", False))
+            correction = bool(
+                getattr(args, "use_vllm", False) and getattr(args, "vllm_importance_sampling_correction", False)
+            )
+            off = "off: no vLLM, the sampler is the trainer"
             self.importance_sampling = {
                 "correction": correction,
-                "mode": getattr(args, "vllm_importance_sampling_mode", None) if correction else "off: no vLLM, the sampler is the trainer",
+                "mode": getattr(args, "vllm_importance_sampling_mode", None) if correction else off,
                 "clip_max": getattr(args, "vllm_importance_sampling_clip_max", None) if correction else None,
                 "clip_min": getattr(args, "vllm_importance_sampling_clip_min", None) if correction else None,
             }
@@ -152,8 +155,8 @@ def timed_rl(config, model: Path, data: Path, work: Path, name: str) -> dict:
     from ftllm.train.telemetry import TelemetryLog
 
     clock = step_clock()
-    metrics = train_rl(config, model, data, work / f"{name}-out", work / f"{name}-ckpt", plots_dir=work / f"{name}-plots",
-                       callbacks=(clock,))  # fmt: skip
+    metrics = train_rl(config, model, data, work / f"{name}-out", work / f"{name}-ckpt",
+                       plots_dir=work / f"{name}-plots", callbacks=(clock,))  # fmt: skip
     telemetry = TelemetryLog.load(work / f"{name}-plots")
     completions = config.prompts_per_step * config.num_generations
     lengths = [s.get("completion_length_mean") for s in telemetry.steps]

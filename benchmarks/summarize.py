@@ -85,8 +85,8 @@ def rl_toy(d: dict):
 def rl_gpu(d: dict):
     tokens, steps, curve = d.get("generated_tokens_per_s"), d.get("steps_per_s"), d.get("reward_curve") or []
     mode = (d.get("importance_sampling") or {}).get("mode")
-    figure = (f"{_num(tokens, '.1f')} generated tok/s, {_num(steps, '.3f')} steps/s, reward "
-              f"{_num(d.get('reward_first_third'), '.2f')} → {_num(d.get('reward_last_third'), '.2f')}, IS {mode}")  # fmt: skip
+    rewards = f"{_num(d.get('reward_first_third'), '.2f')} → {_num(d.get('reward_last_third'), '.2f')}"
+    figure = f"{_num(tokens, '.1f')} generated tok/s, {_num(steps, '.3f')} steps/s, reward {rewards}, IS {mode}"
     run = d.get("async") or {}
     if run:
         figure += f"; async {_num(run.get('steps_per_s'), '.3f')} steps/s" if run.get("ran") else "; async did not run"

@@ -176,7 +176,8 @@ def test_train_rl_async_without_url_serves_on_this_gpu(tiny_model, tmp_path, mon
     data = tmp_path / "kept.jsonl"
     write_records(data, [{"id": "1", "problem": "1+1=", "answer": "2"}])
     config = build(RLConfig, {"mode": "async", "vllm_gpu_memory_utilization": 0.4, "num_generations": 4,
-                              "prompts_per_step": 1, "per_device_batch_size": 4, "bf16": False, "num_processes": 1})  # fmt: skip
+                              "prompts_per_step": 1, "per_device_batch_size": 4, "bf16": False,
+                              "num_processes": 1})  # fmt: skip
     with pytest.raises(Stop):
         train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt")
     assert events == [

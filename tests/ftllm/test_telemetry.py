@@ -240,7 +240,7 @@ def test_weight_rows_place_completions_in_their_groups():
 
 
 def test_unequal_groups_make_dapo_differ_from_the_per_group_formula():
-    """TRL's dapo shares one denominator across groups, so a completion's weight is L_i / L̄ of the batch, not the group."""
+    """TRL's dapo shares one denominator across groups: a completion weighs L_i / L̄ of the batch, not of its group."""
     flat = [2, 2, 8, 8]  # group 0: 4 tokens, group 1: 16 tokens
     measured = [n / 20 for n in flat]
     rows = weight_rows(1, [0, 1, 2, 3], flat, 2, measured, measured, "dapo", 8, completions_per_step=4)

@@ -15,8 +15,9 @@ process, no gradient accumulation):
 The ratio to GRPO is m_i / (1/G) = G · m_i; for DAPO it is L_i / L̄ with L̄ = L_tot / G, which is
 the length bias GRPO removes and DAPO keeps: long answers get proportionally more say.
 (In a real step DAPO divides by the tokens of the whole generation batch and BNPO by those of
-one micro-batch, not of one group; the per-group numbers here are the within-group shares.)  Masked completions (truncated under
-`mask_truncated_completions`, zero-variance groups under `filter_zero_std_groups`) count with L_i = 0.
+one micro-batch, not of one group; the per-group numbers here are the within-group shares.)
+Masked completions (truncated under `mask_truncated_completions`, zero-variance groups under
+`filter_zero_std_groups`) count with L_i = 0.
 
 The table is a model of TRL, so it is also *measured*: `measure_step_weights` calls TRL's own
 `_compute_loss` on one micro-batch with a leaf tensor in place of the policy's per-token
