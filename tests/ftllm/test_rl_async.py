@@ -192,3 +192,35 @@ def test_train_rl_async_without_url_serves_on_this_gpu(tiny_model, tmp_path, mon
     with pytest.raises(ValueError, match="one GPU"):
         train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt2")
     assert events[-1] == ("stopped",) and len(events) == 3  # no server was started for it
+
+
+def test_tree_packed_forward_with_the_stand_in_matches_plain_forwards(tiny_model):
+    """TRL's tree attention on the stand-in kernel: two samples sharing a prefix, packed into one trie row, give
+    the hidden states each sample gets from an ordinary forward of its own."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.experimental.async_grpo.packing import TREE_ATTENTION, TreeRow, register_tree_attention
+
+    from ftllm.train.rl_async import use_local_tree_attention
+
+    register_tree_attention()
+    assert use_local_tree_attention() == "torch sdpa (per segment)"  # no FlashAttention-3 here
+    tree = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=TREE_ATTENTION, dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa", dtype=torch.float32)
+    samples = [[5, 6, 7, 8, 9], [5, 6, 7, 10, 11, 12], [20, 21, 22]]  # two share a 3-token prompt
+    row = TreeRow()
+    for i, ids in enumerate(samples):
+        row.add({"input_ids": torch.tensor(ids), "completion_mask": torch.ones(len(ids), dtype=torch.long),
+                 "old_log_probs": torch.zeros(len(ids)), "advantage": 1.0, "group_id": i})  # fmt: skip
+    packed = row.pack()
+    assert len(packed["input_ids"]) < sum(map(len, samples))  # the shared prefix is forwarded once
+    with torch.no_grad():
+        hidden = tree.model(
+            input_ids=packed["input_ids"][None], position_ids=packed["position_ids"][None],
+            tree_kv_index=packed["tree_kv_index"], tree_cu_seqlens_q=packed["tree_cu_seqlens_q"],
+            tree_cu_seqlens_k=packed["tree_cu_seqlens_k"], tree_max_seqlen_q=int(packed["tree_max_seqlens"][0]),
+            tree_max_seqlen_k=int(packed["tree_max_seqlens"][1]),
+        ).last_hidden_state[0]  # fmt: skip
+        # each trained token p of sample i is scored at the packed position of its predecessor p - 1
+        expected = torch.cat([plain.model(input_ids=torch.tensor([ids])).last_hidden_state[0, :-1] for ids in samples])
+    assert torch.allclose(hidden[packed["token_index"]], expected, atol=1e-4)
