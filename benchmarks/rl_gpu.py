@@ -217,7 +217,7 @@ def main(argv=None) -> None:
     sft = build(SFTConfig, {
         "prompt_template": "{problem}", "reasoning": "drop", "dtype": "bfloat16" if cuda else "float32", "bf16": cuda,
         "attn_implementation": "sdpa", "learning_rate": args.sft_lr or (5e-5 if cuda else 2e-3),
-        "lr_scheduler_type": "constant", "warmup_ratio": 0.0, "max_steps": args.sft_steps, "max_length": 64,
+        "lr_scheduler_type": "constant", "warmup_ratio": 0.0, "max_steps": args.sft_steps, "max_length": 128,
         "global_batch_size": 32, "per_device_batch_size": 32, "gradient_checkpointing": False,
         "use_liger_kernel": False, "save_steps": 10**6, "num_processes": 1, "seed": args.seed,
     }, "sft")  # fmt: skip
