@@ -82,6 +82,24 @@ def rl_toy(d: dict):
     return figure, "RL raises the pass rate", None if learned is None else bool(learned)
 
 
+def rl_gpu(d: dict):
+    tokens, steps, curve = d.get("generated_tokens_per_s"), d.get("steps_per_s"), d.get("reward_curve") or []
+    mode = (d.get("importance_sampling") or {}).get("mode")
+    rewards = f"{_num(d.get('reward_first_third'), '.2f')} → {_num(d.get('reward_last_third'), '.2f')}"
+    figure = f"{_num(tokens, '.1f')} generated tok/s, {_num(steps, '.3f')} steps/s, reward {rewards}, IS {mode}"
+    run = d.get("async") or {}
+    if run:
+        figure += f"; async {_num(run.get('steps_per_s'), '.3f')} steps/s" if run.get("ran") else "; async did not run"
+    return figure, "—", None
+
+
+def rl_weights(d: dict):
+    errors = {name: v.get("max_rel_error") for name, v in (d.get("loss_types") or {}).items()}
+    worst = max((e for e in errors.values() if e is not None), default=None)
+    figure = ", ".join(f"{name} {_num(e, '.1e')}" for name, e in errors.items()) or "—"
+    return f"max rel. error measured vs formula: {figure}", "≤ 1e-4", None if worst is None else worst <= 1e-4
+
+
 def strategy_table(d: dict):
     rows = d.get("table") or []
     figure = "; ".join(
@@ -105,6 +123,8 @@ SUMMARIZERS = {
     "upscale_time": upscale_time,
     "rl_throughput": rl_throughput,
     "rl_toy": rl_toy,
+    "rl_gpu": rl_gpu,
+    "rl_weights": rl_weights,
     "budget_vs_fixed": strategy_table,
     "strategies": strategy_table,
 }

@@ -169,6 +169,15 @@ def test_grpo_steps_train_and_log_telemetry(tiny_model, judged, tmp_path, length
         rows = [g for g in groups if g["step"] == step]
         lengths = [g["length"] for g in rows]
         assert [g["m"] for g in rows] == aggregation_weights(lengths, loss_type, max_completion_length=8)
+    # each logged step measured its micro-batch's weights through TRL's loss: they agree with the formula
+    weights = json.loads((tmp_path / "plots" / "weights.json").read_text())
+    assert sorted({w["step"] for w in weights}) == [1, 2]
+    assert {w["loss_type"] for w in weights} == {"grpo", "dapo", "dr_grpo", "bnpo"}  # the others probed alongside
+    assert [w["loss_type"] for w in weights if w["trained"]] == [loss_type] * 2 * 4
+    assert all(w["m_step_measured"] == pytest.approx(w["m_step_formula"], rel=1e-6, abs=1e-9) for w in weights)
+    live = tmp_path / "plots" / "dvclive" / "plots"
+    assert len((live / "metrics" / "completion_length_mean.tsv").read_text().splitlines()) == 1 + 2
+    assert len(json.loads((live / "custom" / "weights.json").read_text())) == 2 * 4
 
 
 @pytest.mark.slow

@@ -14,21 +14,26 @@ TRL's `GRPOTrainer` is the engine. What this module adds, each switched from par
 - generation: transformers (`use_vllm: false`, the CPU/CI path) or vLLM (`vllm_mode: colocate |
   server`), and then always with TRL's importance-sampling correction for the sampler mismatch,
   by default token-level truncated IS (`is_mode: token_truncate`, ratios capped at `is_cap`);
-- telemetry: per-step reward mean/std, completion lengths, clip fraction, and per-group aggregation
-  weights (`ftllm.train.telemetry`) written to `<plots_dir>/{steps,groups}.json` as training runs;
+- telemetry: per-step reward mean/std, completion lengths, clip fraction, per-group aggregation
+  weights, and at each logged step the weights measured through TRL's own loss on one micro-batch
+  (`ftllm.train.telemetry`), written to `<plots_dir>/{steps,groups,weights}.json` and through DVCLive
+  to `<plots_dir>/dvclive` as training runs;
 - resume: checkpoints in a persistent folder; a rerun after a kill resumes from the last one
   (telemetry is saved inside each checkpoint so the plots resume with it).
 
 `mode: async` maps the same section onto `trl.experimental.async_grpo.AsyncGRPOTrainer`
-(`max_staleness` = maximum policy lag). Not run here: it needs CUDA, FSDP2 and a separately
-started vLLM server (`VLLM_SERVER_DEV_MODE=1 vllm serve <model> --logprobs-mode processed_logprobs
---weight-transfer-config '{"backend":"nccl"}'`); only its config mapping is tested. Its loss is
+(`max_staleness` = maximum policy lag). With `vllm_server_base_url` it uses that server (started
+apart: `VLLM_SERVER_DEV_MODE=1 vllm serve <model> --logprobs-mode processed_logprobs
+--weight-transfer-config '{"backend":"nccl"}'`, other GPUs). Without it, on one GPU,
+`ftllm.train.rl_async` starts the server on the same card with `vllm_gpu_memory_utilization` of its
+memory and syncs weights through CUDA IPC (NCCL refuses two ranks on one device). Its loss is
 fixed token-level clipped PPO (DAPO aggregation) without KL, so the section refuses other settings.
 
     train_rl(config, model_dir, data, out_dir, checkpoint_dir, metrics_path, plots_dir)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -41,7 +46,16 @@ from ftllm.prompting import PromptSpec, build_conversation
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
 from ftllm.train.launch import check_num_processes, world_size
 from ftllm.train.rewards import select_rewards
-from ftllm.train.telemetry import LOSS_TYPES, TelemetryLog, group_rows, step_row
+from ftllm.train.telemetry import (
+    LOSS_TYPES,
+    DvcLiveSink,
+    TelemetryLog,
+    group_rows,
+    measure_step_weights,
+    step_row,
+    trl_step_weights,
+    weight_rows,
+)
 from ftllm.train.trainer import shared_trainer_args
 
 log = logging.getLogger(__name__)
@@ -49,6 +63,10 @@ log = logging.getLogger(__name__)
 TELEMETRY_DIR = "ftllm_telemetry"  # inside each checkpoint-N folder
 PROMPTS_FILE = "rl_prompts.json"  # the selected prompt set, beside the checkpoints
 IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")  # TRL 1.16's names
+DVCLIVE_DIR = "dvclive"  # inside plots_dir
+INDEX_KEY = "ftllm_completion_index"  # each completion's place in the generation batch, through TRL's shuffle
+# besides the trained loss type, the weights each of these would give the same micro-batch (the probe is cheap)
+PROBED_LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,7 +314,8 @@ def async_grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int
 
 
 def make_trainer_class():
-    """GRPOTrainer that records each generation batch's group lengths and can drop zero-variance groups."""
+    """GRPOTrainer that records group lengths and measured loss weights, and can drop zero-variance groups."""
+    import torch
     from trl import GRPOTrainer
 
     class FtllmGRPOTrainer(GRPOTrainer):
@@ -314,12 +333,50 @@ def make_trainer_class():
             if "tool_mask" in output:
                 mask = mask * output["tool_mask"]
             lengths = self.accelerator.gather(mask.sum(dim=1)).tolist()
+            local = len(output["advantages"])
+            output[INDEX_KEY] = self.accelerator.process_index * local + torch.arange(local, device=mask.device)
+            self._ftllm_batch_lengths = lengths
             if self.telemetry is not None and self.accelerator.is_main_process:
                 step = self.state.global_step + 1  # generation happens at the start of the step it feeds
                 self.telemetry.add_groups(
                     group_rows(step, lengths, group, self.loss_type, self.max_completion_length)
                 )
             return output
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            first_micro_batch = self._step % self.current_gradient_accumulation_steps == 0
+            logged = (self.state.global_step + 1) % max(int(self.args.logging_steps), 1) == 0
+            if self.telemetry is not None and self.model.training and first_micro_batch and logged:
+                self._record_measured_weights(inputs)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        def _record_measured_weights(self, inputs) -> None:
+            """Measured vs formula weights of this step's first micro-batch (main process's share), under the
+            trained loss type and, on the same micro-batch, under each of PROBED_LOSS_TYPES."""
+            trained = self.loss_type
+            mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+            lengths = [int(x) for x in mask.sum(dim=1).tolist()]
+            accum, processes = self.current_gradient_accumulation_steps, self.accelerator.num_processes
+            for loss_type in dict.fromkeys((trained, *PROBED_LOSS_TYPES)):
+                self.loss_type = loss_type  # _compute_loss reads it; the probe runs no model
+                try:
+                    measured = measure_step_weights(self, inputs)  # every process: TRL's metric code gathers
+                finally:
+                    self.loss_type = trained
+                if not self.accelerator.is_main_process:
+                    continue
+                formula = trl_step_weights(
+                    lengths, loss_type, grad_accum=accum, processes=processes,
+                    steps_per_generation=self.args.steps_per_generation,
+                    generation_tokens=int(inputs["num_items_in_batch"]),
+                    max_completion_length=self.max_completion_length,
+                )  # fmt: skip
+                rows = weight_rows(
+                    self.state.global_step + 1, inputs[INDEX_KEY].tolist(), self._ftllm_batch_lengths,
+                    self.num_generations, measured, formula, loss_type, self.max_completion_length,
+                    completions_per_step=len(lengths) * accum * processes,
+                )  # fmt: skip
+                self.telemetry.add_weights([{**row, "trained": loss_type == trained} for row in rows])
 
         def _mask_zero_std_groups(self, output, group: int) -> None:
             # advantages are (r - group mean) / scale, so a zero-variance group has all-zero advantages
@@ -339,13 +396,24 @@ def make_telemetry_callback(telemetry: TelemetryLog, plots_dir: str | Path | Non
     from transformers import TrainerCallback
 
     class TelemetryCallback(TrainerCallback):
-        """Adds a row per logged step, rewrites the plot files, and stores telemetry in each checkpoint."""
+        """Adds a row per logged step, rewrites the plot files (JSON and DVCLive), and stores telemetry in each
+        checkpoint."""
+
+        sink: DvcLiveSink | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero and plots_dir:
+                self.sink = DvcLiveSink(Path(plots_dir) / DVCLIVE_DIR, replay=telemetry)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs and "reward" in logs:
-                telemetry.add_step(step_row(state.global_step, logs))
+                row = step_row(state.global_step, logs)
+                telemetry.add_step(row)
                 if plots_dir:
                     telemetry.save(plots_dir)
+                if self.sink is not None:
+                    self.sink.log_step(row)
+                    self.sink.log_weights([w for w in telemetry.weights if w.get("trained", True)])
 
         def on_save(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
@@ -358,7 +426,7 @@ def make_telemetry_callback(telemetry: TelemetryLog, plots_dir: str | Path | Non
 # The stage
 
 
-def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callbacks):
+def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callbacks, weight_transfer=None):
     from datasets import Dataset
 
     from ftllm.models import load_model
@@ -370,8 +438,9 @@ def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callb
 
         # the async trainer loads the model itself (FSDP2) and names it to the vLLM server by path
         return AsyncGRPOTrainer(
-            model=str(model_dir), reward_funcs=funcs, args=args, train_dataset=dataset, callbacks=callbacks
-        )
+            model=str(model_dir), reward_funcs=funcs, args=args, train_dataset=dataset, callbacks=callbacks,
+            weight_transfer=weight_transfer,
+        )  # fmt: skip
     model, tokenizer = load_model(model_dir, dtype=config.dtype)
     trainer = make_trainer_class()(
         model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -380,6 +449,24 @@ def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callb
     trainer.telemetry = telemetry
     trainer.filter_zero_std_groups = config.filter_zero_std_groups
     return trainer
+
+
+def _same_device_server(config: RLConfig, model_dir, args, checkpoint_dir: Path, stack: contextlib.ExitStack):
+    """mode async without a server URL: a vLLM server on this GPU (its memory share), weights over CUDA IPC."""
+    from trl.experimental.async_grpo.vllm_client import VLLMClient
+
+    from ftllm.train.rl_async import CudaIpcWeightTransfer, VllmServer, use_local_tree_attention
+
+    if world_size() != 1:
+        raise ValueError("rl.mode async without rl.vllm_server_base_url runs on one GPU (one process); "
+                         "on several GPUs start the vLLM server apart and set rl.vllm_server_base_url")  # fmt: skip
+    log.info("async RL: tree attention through %s", use_local_tree_attention())
+    server = stack.enter_context(VllmServer(
+        model_dir, config.vllm_gpu_memory_utilization, max_model_len=None,
+        dtype=config.dtype, log_path=checkpoint_dir / "vllm_server.log",
+    ))  # fmt: skip
+    args.vllm_server_base_url = server.url
+    return CudaIpcWeightTransfer(VLLMClient(server.url, args.vllm_server_timeout))
 
 
 def select_prompts(config: RLConfig, model_dir, data) -> tuple[list[dict], dict]:
@@ -438,11 +525,14 @@ def train_rl(
         telemetry = TelemetryLog.load(Path(resume_from) / TELEMETRY_DIR)
         telemetry.truncate(checkpoint_step(resume_from))
     callbacks = [make_telemetry_callback(telemetry, plots_dir), *callbacks]
-    trainer = _build_trainer(config, model_dir, examples, args, telemetry, callbacks)
-
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    runtime_s = time.perf_counter() - started
+    with contextlib.ExitStack() as stack:
+        weight_transfer = None
+        if config.mode == "async" and not config.vllm_server_base_url:
+            weight_transfer = _same_device_server(config, model_dir, args, Path(checkpoint_dir), stack)
+        trainer = _build_trainer(config, model_dir, examples, args, telemetry, callbacks, weight_transfer)
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        runtime_s = time.perf_counter() - started
 
     full_state = trainer.accelerator.get_state_dict(trainer.model)
     steps = telemetry.steps

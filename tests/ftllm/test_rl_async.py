@@ -1,0 +1,226 @@
+"""Same-device async RL pieces on CPU: the varlen attention stand-in, the CUDA-IPC transfer client against a fake
+server, and the server process wrapper against a fake `vllm serve`."""
+from __future__ import annotations
+
+import base64
+import pickle
+import sys
+import textwrap
+
+import pytest
+
+from ftllm.train.rl_async import CudaIpcWeightTransfer, TorchVarlenAttention, VllmServer
+
+
+def dense_reference(q, k, v, cu_q, cu_k, scale, window=-1):
+    """Attention written out: every query of segment s against its keys, bottom-right causal."""
+    import torch
+
+    out = torch.zeros_like(q)
+    groups = q.shape[1] // k.shape[1]
+    for s in range(len(cu_q) - 1):
+        n_q, n_k = cu_q[s + 1] - cu_q[s], cu_k[s + 1] - cu_k[s]
+        for i in range(n_q):
+            last = n_k - n_q + i  # the last key query i may see
+            first = max(0, last - window) if window >= 0 else 0
+            for h in range(q.shape[1]):
+                keys = k[cu_k[s] + first : cu_k[s] + last + 1, h // groups]
+                vals = v[cu_k[s] + first : cu_k[s] + last + 1, h // groups]
+                weights = torch.softmax(keys @ q[cu_q[s] + i, h] * scale, dim=0)
+                out[cu_q[s] + i, h] = weights @ vals
+    return out
+
+
+@pytest.mark.parametrize("window", [-1, 2])
+def test_torch_varlen_attention_matches_written_out_attention(window):
+    import torch
+
+    torch.manual_seed(0)
+    cu_q, cu_k = [0, 3, 4, 9], [0, 5, 6, 11]  # segment 0 has 2 prefix keys more than queries (a tree branch)
+    q = torch.randn(cu_q[-1], 4, 8)
+    k, v = torch.randn(cu_k[-1], 2, 8), torch.randn(cu_k[-1], 2, 8)  # GQA: 4 query heads over 2 kv heads
+    out = TorchVarlenAttention.flash_attn_varlen_func(
+        q, k, v, torch.tensor(cu_q, dtype=torch.int32), torch.tensor(cu_k, dtype=torch.int32), 5, 5,
+        softmax_scale=0.3, causal=True, window_size=(window, 0),
+    )  # fmt: skip
+    assert torch.allclose(out, dense_reference(q, k, v, cu_q, cu_k, 0.3, window), atol=1e-5)
+
+
+class FakeServer:
+    """Records the HTTP calls TRL's VLLMClient would make; `fail_on` makes one raise."""
+
+    def __init__(self, fail_on=None):
+        self.calls, self.updates, self.fail_on = [], [], fail_on
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            if name == self.fail_on:
+                raise RuntimeError(f"{name} failed")
+            if name == "update_weights":
+                self.updates.append(args[0])
+
+        return call
+
+
+def test_ipc_transfer_streams_chunks_between_start_and_finish():
+    import torch
+
+    server = FakeServer()
+    shared = []
+
+    def share(tensor):  # on a GPU: {uuid: rebuild args}; here a marker that must travel to the server intact
+        shared.append(tensor)
+        return {"gpu-0": ("handle", len(shared))}
+
+    client = CudaIpcWeightTransfer(server, chunk_bytes=40, share=share)
+    params = [("a.weight", torch.zeros(2, 3)), ("b.bias", torch.zeros(4, dtype=torch.bfloat16)), ("c", torch.zeros(10))]
+    client.send_weights(iter(params))
+    assert server.calls == []  # not initialised: nothing is sent (TRL calls init_weight_transfer first)
+
+    client.init_weight_transfer()
+    client.pause()
+    client.send_weights(iter(params))
+    client.resume()
+    assert server.calls == ["wait_for_server_ready", "init_weight_transfer_engine", "pause", "start_weight_update",
+                            "update_weights", "update_weights", "finish_weight_update", "resume"]  # fmt: skip
+    first, second = server.updates  # 24 + 8 bytes < 40 <= 24 + 8 + 40: chunks {a, b} and {c}
+    assert first["names"] == ["a.weight", "b.bias"] and second["names"] == ["c"]
+    assert first["dtype_names"] == ["float32", "bfloat16"] and first["shapes"] == [[2, 3], [4]]
+    handles = pickle.loads(base64.b64decode(first["ipc_handles_pickled"]))
+    assert handles == [{"gpu-0": ("handle", 1)}, {"gpu-0": ("handle", 2)}]
+    assert client.sent_bytes == 24 + 8 + 40
+
+
+def test_ipc_transfer_finishes_the_update_when_a_chunk_fails():
+    import torch
+
+    server = FakeServer(fail_on="update_weights")
+    client = CudaIpcWeightTransfer(server, share=lambda t: {})
+    client.init_weight_transfer()
+    with pytest.raises(RuntimeError, match="update_weights failed"):
+        client.send_weights(iter([("w", torch.zeros(2))]))
+    assert server.calls[-2:] == ["update_weights", "finish_weight_update"]  # the server is not left mid-reload
+
+
+FAKE_SERVE = textwrap.dedent("""
+    import http.server, sys
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+""")
+
+
+def test_server_wrapper_waits_for_health_and_stops_its_process(tmp_path):
+    pytest.importorskip("requests")
+    server = VllmServer("model", 0.3, max_model_len=128, dtype="bfloat16", log_path=tmp_path / "serve.log",
+                        startup_timeout_s=30)  # fmt: skip
+    assert "--weight-transfer-config" in server.command and '{"backend": "ipc"}' in server.command
+    server.command = [sys.executable, "-c", FAKE_SERVE, str(server.port)]
+    with server:
+        import requests
+
+        assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+        process = server.process
+    assert process.poll() is not None  # stopped on exit
+
+
+def test_server_wrapper_reports_an_early_exit(tmp_path):
+    server = VllmServer("model", 0.3, max_model_len=128, dtype="bfloat16", log_path=tmp_path / "serve.log")
+    server.command = [sys.executable, "-c", "import sys; print('no GPU'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        server.__enter__()
+    assert "no GPU" in (tmp_path / "serve.log").read_text()
+
+
+class Stop(RuntimeError):
+    pass
+
+
+def test_train_rl_async_without_url_serves_on_this_gpu(tiny_model, tmp_path, monkeypatch):
+    """mode async and no server URL: a server is started on this machine, its URL goes into the trainer's
+    arguments, the trainer gets the CUDA-IPC transfer, and the server is stopped when training ends."""
+    import trl.experimental.async_grpo as async_grpo
+
+    from ftllm.config import build
+    from ftllm.io import write_records
+    from ftllm.train import rl_async
+    from ftllm.train.rl import RLConfig, train_rl
+
+    events = []
+
+    class FakeServer:
+        def __init__(self, model, share, max_model_len, dtype, log_path):
+            events.append(("server", str(model), share, dtype))
+            self.url = "http://127.0.0.1:1234"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            events.append(("stopped",))
+
+    class FakeTrainer:
+        def __init__(self, model, reward_funcs, args, train_dataset, callbacks, weight_transfer):
+            events.append(("trainer", args.vllm_server_base_url, type(weight_transfer).__name__))
+
+        def train(self, resume_from_checkpoint=None):
+            raise Stop("trained")
+
+    monkeypatch.setattr(rl_async, "VllmServer", FakeServer)
+    monkeypatch.setattr(async_grpo, "AsyncGRPOTrainer", FakeTrainer)
+    data = tmp_path / "kept.jsonl"
+    write_records(data, [{"id": "1", "problem": "1+1=", "answer": "2"}])
+    config = build(RLConfig, {"mode": "async", "vllm_gpu_memory_utilization": 0.4, "num_generations": 4,
+                              "prompts_per_step": 1, "per_device_batch_size": 4, "bf16": False,
+                              "num_processes": 1})  # fmt: skip
+    with pytest.raises(Stop):
+        train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt")
+    assert events == [
+        ("server", str(tiny_model), 0.4, "bfloat16"),
+        ("trainer", "http://127.0.0.1:1234", "CudaIpcWeightTransfer"),
+        ("stopped",),
+    ]
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # several processes: the same-device server is not for them
+    config = build(RLConfig, {"mode": "async", "num_generations": 4, "prompts_per_step": 2, "per_device_batch_size": 4,
+                              "bf16": False, "num_processes": 1})  # fmt: skip
+    with pytest.raises(ValueError, match="one GPU"):
+        train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt2")
+    assert events[-1] == ("stopped",) and len(events) == 3  # no server was started for it
+
+
+def test_tree_packed_forward_with_the_stand_in_matches_plain_forwards(tiny_model):
+    """TRL's tree attention on the stand-in kernel: two samples sharing a prefix, packed into one trie row, give
+    the hidden states each sample gets from an ordinary forward of its own."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.experimental.async_grpo.packing import TREE_ATTENTION, TreeRow, register_tree_attention
+
+    from ftllm.train.rl_async import use_local_tree_attention
+
+    register_tree_attention()
+    assert use_local_tree_attention() == "torch sdpa (per segment)"  # no FlashAttention-3 here
+    tree = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=TREE_ATTENTION, dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa", dtype=torch.float32)
+    samples = [[5, 6, 7, 8, 9], [5, 6, 7, 10, 11, 12], [20, 21, 22]]  # two share a 3-token prompt
+    row = TreeRow()
+    for i, ids in enumerate(samples):
+        row.add({"input_ids": torch.tensor(ids), "completion_mask": torch.ones(len(ids), dtype=torch.long),
+                 "old_log_probs": torch.zeros(len(ids)), "advantage": 1.0, "group_id": i})  # fmt: skip
+    packed = row.pack()
+    assert len(packed["input_ids"]) < sum(map(len, samples))  # the shared prefix is forwarded once
+    with torch.no_grad():
+        hidden = tree.model(
+            input_ids=packed["input_ids"][None], position_ids=packed["position_ids"][None],
+            tree_kv_index=packed["tree_kv_index"], tree_cu_seqlens_q=packed["tree_cu_seqlens_q"],
+            tree_cu_seqlens_k=packed["tree_cu_seqlens_k"], tree_max_seqlen_q=int(packed["tree_max_seqlens"][0]),
+            tree_max_seqlen_k=int(packed["tree_max_seqlens"][1]),
+        ).last_hidden_state[0]  # fmt: skip
+        # each trained token p of sample i is scored at the packed position of its predecessor p - 1
+        expected = torch.cat([plain.model(input_ids=torch.tensor([ids])).last_hidden_state[0, :-1] for ids in samples])
+    assert torch.allclose(hidden[packed["token_index"]], expected, atol=1e-4)
