@@ -10,8 +10,11 @@ first makes one, because `dvc exp` needs git.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -77,8 +80,10 @@ def ensure_git() -> None:
 @click.command()
 @click.option("--profile", default="rehearsal", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--log", type=click.Path(path_type=Path), default=None, help="copy of DVC's output")
-def main(profile: str, out: Path, log: Path | None) -> None:
+@click.option("--log", type=click.Path(path_type=Path), default=None, help="copy of DVC's output, written as it comes")
+@click.option("--deadline-s", type=float, default=None,
+              help="stop the whole run (every descendant) after this many seconds and still write the result")
+def main(profile: str, out: Path, log: Path | None, deadline_s: float | None) -> None:
     from ftllm.provenance import provenance
 
     ensure_git()
@@ -87,31 +92,51 @@ def main(profile: str, out: Path, log: Path | None) -> None:
     start = time.monotonic()
     marks: list[tuple[str, float]] = []
     skipped: list[str] = []
+    # its own process group, so a deadline reaches DVC, the stage and the stage's vLLM workers alike
     proc = subprocess.Popen(["dvc", "exp", "run", "-S", f"profile={profile}"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    lines = []
+                            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(deadline_s, stop) if deadline_s else None
+    if timer:
+        timer.start()
+    log_file = log.open("w", encoding="utf-8") if log else None
     try:
         for line in proc.stdout:
             sys.stdout.write(line)
-            lines.append(line)
+            if log_file:
+                log_file.write(line)
+                log_file.flush()
             if m := STAGE_LINE.search(line):
                 marks.append((m.group(1), time.monotonic()))
             elif m := SKIP_LINE.search(line):
                 skipped.append(m.group(1))
         code = proc.wait()
-    except KeyboardInterrupt:  # `timeout -s INT`: still record the stages that ran
+    except KeyboardInterrupt:
+        stop()
         proc.wait()
         code = "interrupted"
+    finally:
+        if timer:
+            timer.cancel()
+        if log_file:
+            log_file.close()
+    if expired.is_set():
+        code = f"deadline of {deadline_s:.0f} s reached"
     end = time.monotonic()
     sampler.stopped.set()
-    if log:
-        log.write_text("".join(lines))
     stages = {}
     for i, (name, begin) in enumerate(marks):
         finish = marks[i + 1][1] if i + 1 < len(marks) else end
         tokens, field = stage_tokens(name)
         wall = finish - begin
-        stages[name] = {"wall_s": round(wall, 1), "peak_gpu_mem_gib": sampler.peak(begin, finish),
+        stages[name] = {"wall_s": round(wall, 1), "finished": i + 1 < len(marks) or code == 0,
+                        "peak_gpu_mem_gib": sampler.peak(begin, finish),
                         "tokens": tokens, "tokens_field": field,
                         "tokens_per_s": round(tokens / wall, 1) if tokens else None}
     for name in skipped:
