@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 from typing import Callable
 
 import sympy as sp
@@ -198,3 +199,10 @@ def build_evalset(config: EvalsetConfig) -> list[dict]:
                 }
             )
     return rows
+
+
+def write_evalset(config: EvalsetConfig, out: str | Path) -> dict:
+    """The `evalset` stage: build the problems and write them as JSONL; returns their count."""
+    from ftllm.io import write_jsonl
+
+    return {"problems": write_jsonl(out, build_evalset(config))}

@@ -160,3 +160,10 @@ def with_model(config, model: str | None):
     if not model:
         return config
     return dataclasses.replace(config, engine=dataclasses.replace(config.engine, model=str(model)))
+
+
+def predict_file(config, input_path: str | Path, out_dir: str | Path, model: str | None = None) -> dict:
+    """The `predict` stage: problems from a JSONL file (`model` overrides `engine.model`); returns metrics."""
+    from ftllm.io import read_jsonl
+
+    return predict(with_model(config, model), read_jsonl(input_path, required=("id", "problem")), out_dir)
