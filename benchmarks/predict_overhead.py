@@ -238,7 +238,7 @@ def shared_engine(engine):
         def __getattr__(self, name):  # anything else a strategy reaches for (e.g. .llm)
             return getattr(engine, name)
 
-        def generate_ids(self, prompts, sampling, on_finished=None):
+        def generate_ids(self, prompts, sampling, on_finished=None, seeds=None):
             start = time.perf_counter()
             outputs = engine.generate_ids(prompts, sampling, on_finished)
             self.generation_s += time.perf_counter() - start

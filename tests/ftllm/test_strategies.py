@@ -131,7 +131,7 @@ class Cycling(Engine):
     def render_chats(self, conversations, **kwargs):
         return [[len(c[-1]["content"])] for c in conversations]
 
-    def generate_ids(self, prompts, sampling, on_finished=None):
+    def generate_ids(self, prompts, sampling, on_finished=None, seeds=None):
         outs = []
         for _ in prompts:
             picks = [(self.drawn + j) % len(self.texts) for j in range(sampling.n)]

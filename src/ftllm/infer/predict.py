@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties
+from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties, request_seeds
 
 TEMPLATE_FIELDS = ("problem", "category", "unit")
 
@@ -53,7 +53,8 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
     start = time.monotonic()
     with StreamingVoter(config.parse_workers, config.parse_timeout_s, config.vote_timeout_s,
                         config.overlap_workers) as voter:
-        samples = engine.generate_ids(prompts, config.sampling, on_finished=vote_early)
+        samples = engine.generate_ids(prompts, config.sampling, on_finished=vote_early,
+                                      seeds=request_seeds(config, rows))
         seconds = (time.monotonic() - start) / max(1, len(rows))
         ballots = [Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], m) for cs, m in zip(samples, methods)]
         votes = vote_many(
