@@ -28,6 +28,7 @@ PATH = click.Path(path_type=Path)
 @click.option("--metrics", "metrics_path", type=PATH, default="metrics/cpt.json", show_default=True)
 @click.option("--plot", "loss_log_path", type=PATH, default="plots/cpt_loss.json", show_default=True,
               help="Per-step training loss for `dvc plots`.")
+@click.option("--live", "live_dir", type=PATH, default="dvclive/cpt", show_default=True, help="DVCLive folder")
 def main(**_) -> None:
     run_stage("cpt", "ftllm.train.cpt:train_cpt", inputs=("model_dir",), relaunch=True, metrics="metrics_path",
               writes_metrics=True, summary="cpt: {steps} steps, {tokens_seen} tokens, loss {first_loss} -> "

@@ -26,6 +26,7 @@ PATH = click.Path(path_type=Path)
               help="Resumable trainer checkpoints (persistent between runs).")
 @click.option("--metrics", "metrics_path", type=PATH, default="metrics/rl.json", show_default=True)
 @click.option("--plots-dir", type=PATH, default="plots/rl", show_default=True)
+@click.option("--live", "live_dir", type=PATH, default="dvclive/rl", show_default=True, help="DVCLive folder")
 def main(**_) -> None:
     run_stage("rl", "ftllm.train.rl:train_rl", inputs=("model_dir", "data"), relaunch=True,
               metrics="metrics_path", writes_metrics=True, errors=(ValueError,),

@@ -24,6 +24,7 @@ PATH = click.Path(path_type=Path)
               help="Resumable trainer checkpoints (persistent between runs).")
 @click.option("--metrics", "metrics_path", type=PATH, default="metrics/sft.json", show_default=True)
 @click.option("--loss-log", "loss_log_path", type=PATH, default="plots/sft_loss.json", show_default=True)
+@click.option("--live", "live_dir", type=PATH, default="dvclive/sft", show_default=True, help="DVCLive folder")
 def main(**_) -> None:
     run_stage("sft", "ftllm.train.sft:train_sft", inputs=("model_dir", "data"), relaunch=True,
               metrics="metrics_path", writes_metrics=True, errors=(ValueError,),

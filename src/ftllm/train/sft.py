@@ -27,12 +27,11 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from ftllm.io import InputError, read_records, write_json
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
-from ftllm.train.launch import check_num_processes, world_size
-from ftllm.train.trainer import loss_history, shared_trainer_args
+from ftllm.train.launch import world_size
+from ftllm.train.trainer import TrainerSettings, live_callbacks, loss_history, shared_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,8 @@ REASONING_MODES = ("field", "inline", "drop")
 
 
 @dataclasses.dataclass(frozen=True)
-class SFTConfig:
-    """The `sft` params section. Defaults are Open-R1's OpenR1-Distill-7B recipe."""
+class SFTConfig(TrainerSettings):
+    """The `sft` params section (schedule, batch, logging and launch keys: `TrainerSettings`)."""
 
     # data -> conversations. Templates use {key} for any field of the judged row; other braces stay literal.
     prompt_template: str = "{problem}\n\n最終的な答えを \\boxed{} の中に書いてください。"
@@ -55,50 +54,27 @@ class SFTConfig:
     chat_template: str | None = None  # jinja file replacing the tokenizer's template
     eos_token: str | None = None  # the template's end-of-turn token, e.g. <|return|> (harmony), <|im_end|> (ChatML)
     train_layers: str = "auto"  # all | new (only the upscale's inserted layers) | auto (as upscale.json says)
-    # schedule (Open-R1 distill)
-    learning_rate: float = 4.0e-5
-    lr_scheduler_type: str = "cosine_with_min_lr"
-    min_lr_rate: float = 0.1
-    warmup_ratio: float = 0.03
-    num_train_epochs: float = 5.0
-    max_steps: int = -1  # > 0 overrides num_train_epochs
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.2
-    seed: int = 42
+    min_lr_rate: float = 0.1  # lr_scheduler_type cosine_with_min_lr: the floor, as a share of learning_rate
     # batch and memory
     max_length: int = 16384
     global_batch_size: int = 128  # sequences per optimizer step, whatever the GPU count
-    per_device_batch_size: int = 2
     packing: bool = False  # bfd packing (padding-free); Open-R1 trains unpacked
-    gradient_checkpointing: bool = True
     use_liger_kernel: bool = True  # only applied when liger_kernel is importable
-    bf16: bool = True
     # checkpoints and logs
-    save_steps: int = 100
-    save_total_limit: int = 2
     keep_checkpoints: bool = False  # after the final save, delete checkpoint-* (optimizer states are huge)
-    logging_steps: int = 1
     dataset_num_proc: int | None = None
-    # launch
-    num_processes: Any = "auto"  # auto = every visible GPU (1 on CPU) | N
-    accelerate_config: str = "configs/accelerate/fsdp2.yaml"
 
     def __post_init__(self) -> None:
         if self.reasoning not in REASONING_MODES:
             raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}, got {self.reasoning!r}")
         if self.train_layers not in ("all", "new", "auto"):
             raise ValueError(f"train_layers must be all, new or auto, got {self.train_layers!r}")
-        for key in ("global_batch_size", "per_device_batch_size", "max_length", "save_steps", "logging_steps"):
+        super().__post_init__()
+        for key in ("global_batch_size", "max_length"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
-        try:
-            check_num_processes(self.num_processes)
-        except ValueError as err:
-            raise ValueError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -208,8 +184,6 @@ def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int):
     return TRLSFTConfig(
         **shared_trainer_args(config, checkpoint_dir, accumulation),
         lr_scheduler_kwargs=scheduler_kwargs,
-        num_train_epochs=config.num_train_epochs,
-        weight_decay=config.weight_decay,
         max_length=config.max_length,
         packing=config.packing,
         completion_only_loss=True,
@@ -234,6 +208,7 @@ def train_sft(
     metrics_path: str | Path | None = None,
     loss_log_path: str | Path | None = None,
     callbacks: tuple = (),
+    live_dir: str | Path | None = None,
 ) -> dict:
     """Fine-tune `model_dir` on the judged rows in `data`; save the model to `out_dir`; return metrics."""
     from datasets import Dataset
@@ -265,7 +240,7 @@ def train_sft(
         args=args,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *live_callbacks(config, live_dir)],
     )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
