@@ -12,13 +12,13 @@ from pathlib import Path
 
 import click
 
-from ftllm.cli import run_stage
+from ftllm.cli import params_option, run_stage
 
 PATH = click.Path(path_type=Path)
 
 
 @click.command(help=__doc__)
-@click.option("--params", type=PATH, default="params.yaml", show_default=True, help="params file; reads its `cpt` section")
+@params_option("cpt")
 @click.option("--model", "model_dir", type=PATH, required=True, help="Checkpoint to continue pretraining.")
 @click.option("--out", "out_dir", type=PATH, required=True, help="Folder for the merged model.")
 @click.option("--corpus", type=PATH, multiple=True,

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import click
 
-from ftllm.cli import run_stage
+from ftllm.cli import params_option, run_stage
 
 
 @click.command(help=__doc__)
-@click.option("--params", type=click.Path(path_type=Path), default="params.yaml", show_default=True,
-              help="params file; reads section `evalset` (seed, per_template, templates)")
+@params_option("evalset")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL file to write")
 def main(**_) -> None:
     run_stage("evalset", "ftllm.evalset:write_evalset", summary="wrote {problems} problems to {out}")

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import click
 
-from ftllm.cli import run_stage
+from ftllm.cli import params_option, run_stage
 
 
 @click.command(help=__doc__)
-@click.option("--params", type=click.Path(path_type=Path), default="params.yaml", show_default=True,
-              help="params file; this stage reads its `evaluate` section")
+@params_option("evaluate")
 @click.option("--predictions", "predictions_dir", type=click.Path(path_type=Path), required=True,
               help="folder holding predictions.jsonl (and samples.parquet for pass@k/cons@k)")
 @click.option("--gold", "gold_path", type=click.Path(path_type=Path), required=True,

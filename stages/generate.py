@@ -13,13 +13,13 @@ from pathlib import Path
 
 import click
 
-from ftllm.cli import SHARD, run_stage
+from ftllm.cli import SHARD, params_option, run_stage
 
 
 @click.command(help=__doc__)
-@click.option("--params", type=click.Path(path_type=Path), default="params.yaml", show_default=True,
-              help="params file; this stage reads its `generate` section")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="output folder of shard-*.parquet")
+@params_option("generate")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="output folder of shard-*.parquet")
 @click.option("--metrics", type=click.Path(path_type=Path), default="metrics/generate.json", show_default=True,
               help="flat JSON: counts, parse yield, reject reasons, counts per cell")
 @click.option("--shard", default="0/1", show_default=True, type=SHARD,

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import click
 
-from ftllm.cli import SHARD, run_stage
+from ftllm.cli import SHARD, params_option, run_stage
 
 
 @click.command(help=__doc__)
-@click.option("--params", type=click.Path(path_type=Path), default="params.yaml", show_default=True,
-              help="params file; reads section `judge` (engine, sampling, filters, dedup, decontam, agreement)")
-@click.option("--raw", type=click.Path(path_type=Path), required=True, help="generate's output folder (shard-*.parquet)")
+@params_option("judge")
+@click.option("--raw", type=click.Path(path_type=Path), required=True,
+              help="generate's output folder (shard-*.parquet)")
 @click.option("--eval", "evals", type=click.Path(path_type=Path), multiple=True, required=True,
               help="evaluation set (JSONL/Parquet with id, problem) to decontaminate against; repeatable")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="folder for kept.parquet, dropped.parquet")

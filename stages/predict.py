@@ -12,12 +12,11 @@ from pathlib import Path
 
 import click
 
-from ftllm.cli import run_stage
+from ftllm.cli import params_option, run_stage
 
 
 @click.command(help=__doc__)
-@click.option("--params", type=click.Path(path_type=Path), default="params.yaml", show_default=True,
-              help="params file; this stage reads its `predict` section")
+@params_option("predict")
 @click.option("--model", default=None, help="checkpoint folder; overrides predict.engine.model")
 @click.option("--input", "input_path", type=click.Path(path_type=Path), required=True,
               help="JSONL of problems: id, problem[, category, unit, solution, evaluation_method]")

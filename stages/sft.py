@@ -10,13 +10,13 @@ from pathlib import Path
 
 import click
 
-from ftllm.cli import run_stage
+from ftllm.cli import params_option, run_stage
 
 PATH = click.Path(path_type=Path)
 
 
 @click.command(help=__doc__)
-@click.option("--params", type=PATH, default="params.yaml", show_default=True, help="params file; reads its `sft` section")
+@params_option("sft")
 @click.option("--model", "model_dir", type=PATH, required=True, help="Checkpoint to fine-tune.")
 @click.option("--data", type=PATH, required=True, help="Judged rows (parquet/jsonl).")
 @click.option("--out", "out_dir", type=PATH, required=True, help="Folder for the fine-tuned model.")

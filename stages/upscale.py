@@ -10,12 +10,11 @@ from pathlib import Path
 
 import click
 
-from ftllm.cli import run_stage
+from ftllm.cli import params_option, run_stage
 
 
 @click.command(help=__doc__)
-@click.option("--params", type=click.Path(path_type=Path), default="params.yaml", show_default=True,
-              help="params file; reads its `upscale` section")
+@params_option("upscale")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True, help="Checkpoint to grow.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Folder for the grown model.")
 @click.option("--metrics", type=click.Path(path_type=Path), default="metrics/upscale.json", show_default=True)

@@ -49,7 +49,8 @@ def test_closure_follows_every_kind_of_import(tmp_path):
     # the section table is followed only for the sections a stage reads
     with_section = Closure(tmp_path / "src").of(script, ["x"])
     assert with_section - found == {files["c/unused.py"]}
-    assert folded(tmp_path, found) == [f"src/ftllm/{n}" for n in ("__init__.py", "a", "b", "c/__init__.py", "c/lazy.py")]
+    names = ("__init__.py", "a", "b", "c/__init__.py", "c/lazy.py")
+    assert folded(tmp_path, found) == [f"src/ftllm/{n}" for n in names]
 
 
 def test_missing_names_the_stage_and_the_file(tmp_path):

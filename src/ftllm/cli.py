@@ -205,3 +205,9 @@ class ShardType(click.ParamType):
 
 
 SHARD = ShardType()
+
+
+def params_option(section: str):
+    """The `--params` option every stage has: the params file whose `section` it reads."""
+    return click.option("--params", type=click.Path(path_type=Path), default="params.yaml", show_default=True,
+                        help=f"params file; this stage reads section `{section}`")

@@ -80,9 +80,9 @@ class Closure:
                     base = node.module
                 names.add(base)
                 names.update(f"{base}.{alias.name}" for alias in node.names)  # kept only if a submodule
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
-                if _BY_NAME.match(node.value):
-                    names.add(node.value.partition(":")[0])
+            elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
+                  and _BY_NAME.match(node.value)):
+                names.add(node.value.partition(":")[0])
         self._imports[path] = names
         return names
 

@@ -15,7 +15,8 @@ def test_sft_logs_loss_and_learning_rate_through_dvclive(tmp_path, tiny_model):
     pytest.importorskip("dvclive")
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"sft": {**SECTION, "report_to": ["dvclive"], "save_steps": 10}}), encoding="utf-8")
+    section = {**SECTION, "report_to": ["dvclive"], "save_steps": 10}
+    params.write_text(yaml.safe_dump({"sft": section}), encoding="utf-8")
     data = tmp_path / "kept.parquet"
     write_parquet(data, rows())
     live = tmp_path / "live"
