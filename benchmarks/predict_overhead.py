@@ -77,7 +77,7 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
     from ftllm.config import build
     from ftllm.engine import make_engine
     from ftllm.infer import PredictConfig
-    from ftllm.infer.strategies.compare import evaluation_rows
+    from strategy_runs import evaluation_rows
     from ftllm.io import write_json
     from ftllm.provenance import provenance
 

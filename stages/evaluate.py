@@ -23,7 +23,7 @@ from ftllm.cli import params_option, run_stage
 @click.option("--metrics", type=click.Path(path_type=Path), required=True, help="flat metrics JSON to write")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="plot data JSON: [{k, cons, pass}]")
 def main(**_) -> None:
-    run_stage("evaluate", "ftllm.metrics:evaluate_stage", metrics="metrics",
+    run_stage("evaluate", "ftllm.evaluate:evaluate_stage", metrics="metrics",
               summary="evaluate: accuracy {accuracy:.3f} on {problems} problems")
 
 

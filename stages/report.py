@@ -23,7 +23,7 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
               help="an evaluate metrics JSON (repeat); the row is named after the file (evaluate-<name>.json)")
 @click.option("--ks", default="1,40,160", show_default=True, callback=_ints, help="comma-separated cons@k columns")
 def main(**_) -> None:
-    run_stage(None, "ftllm.metrics:render_table")
+    run_stage(None, "ftllm.evaluate:render_table")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def _fake_project(dest: Path) -> dict[str, dict]:
     """The repo's stages, library and params, with every data/model dep and output as a placeholder file."""
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, dest / name)
-    for folder in ("src", "stages", "assets", "configs", "conf"):
+    for folder in ("src", "stages", "assets", "conf"):
         if (ROOT / folder).exists():
             shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
     expanded = {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import inspect
 import logging
 import os
@@ -28,7 +27,7 @@ from typing import Any
 
 import click
 
-from ftllm.config import ConfigError
+from ftllm.config import ConfigError, load_attr
 from ftllm.io import InputError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -36,14 +35,6 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S")
-
-
-def load_attr(spec: str) -> Any:
-    """`"package.module:name"` -> the object; imported lazily so `--help` never loads torch."""
-    module, _, name = spec.partition(":")
-    if not name:
-        raise ValueError(f"{spec!r}: expected 'module:attribute'")
-    return getattr(importlib.import_module(module), name)
 
 
 @contextlib.contextmanager

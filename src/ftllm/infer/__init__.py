@@ -4,7 +4,7 @@
 competition entry point (`ftllm.infer.submission`) both call `ftllm.infer.predict.predict`.
 
 - `vote.py`: equivalence-class self-consistency (the grader's notion of equality);
-- `predict.py`: prompt building, the strategy registry `STRATEGIES`, output files;
+- `predict.py`: plain self-consistency and the output files; `strategies/`: the registry `STRATEGIES`;
 - `pool.py`: the time-limited process pool that parses untrusted answers;
 - `strategies/`, `budget.py`: alternatives to plain self-consistency (RSA, budgeted sampling, ...).
 """
@@ -35,7 +35,7 @@ class PredictConfig:
     system_prompt: str | None = SYSTEM_PROMPT  # null: no system turn (templates that reject one)
     user_template: str = USER_TEMPLATE  # placeholders: {problem}, and {category} / {unit} when rows carry them
     chat_template_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. {reasoning_effort: high} for harmony
-    strategy: str = "sc"  # a key of ftllm.infer.predict.STRATEGIES
+    strategy: str = "sc"  # a key of ftllm.infer.strategies.STRATEGIES
     parse_workers: int = 4  # processes that parse and cluster answers (0: in-process, no hard time limit)
     # of those, how many may work while vLLM is still generating (null: half; 0: vote only afterwards):
     # a small model's generation is CPU-bound too, and parsing on every core slows it down
@@ -57,7 +57,7 @@ class PredictConfig:
             raise ValueError(f"predict.overlap_workers must be null or 0..parse_workers, got {self.overlap_workers}")
         if self.parse_timeout_s < 1:
             raise ValueError(f"predict.parse_timeout_s must be >= 1 (Math-Verify alarms are whole seconds), got {self.parse_timeout_s}")
-        from ftllm.infer.predict import STRATEGIES
+        from ftllm.infer.strategies import STRATEGIES
 
         if self.strategy not in STRATEGIES:
             raise ValueError(f"predict.strategy must be one of {', '.join(sorted(STRATEGIES))}, got {self.strategy!r}")

@@ -3,31 +3,20 @@
     results = predict(config, rows, out_dir)   # writes out_dir/{predictions.jsonl, samples.parquet}
 
 Strategies are plain functions `(engine, rows, config) -> list[StrategyResult]` (see
-`ftllm.infer.strategies.base`), registered by name in `STRATEGIES`. Plain self-consistency
+`ftllm.infer.strategies.base`), registered by name in `ftllm.infer.strategies.STRATEGIES`. Plain self-consistency
 ("sc") samples `config.sampling.n` solutions per problem in ONE `engine.chat` call (vLLM
 prefills each prompt once and forks the n samples) and votes them all with one parse pool.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties, request_seeds
-
-TEMPLATE_FIELDS = ("problem", "category", "unit")
-
-
-def build_conversation(row: dict, config) -> list[dict]:
-    """System turn (optional) + the user template filled with the row's fields."""
-    user = config.user_template
-    for key in TEMPLATE_FIELDS:
-        # str.replace, not str.format: problems and templates are full of LaTeX braces
-        user = user.replace("{" + key + "}", str(row.get(key, "")))
-    chat = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-    return chat + [{"role": "user", "content": user}]
+from ftllm.config import load_attr
+from ftllm.infer.strategies import STRATEGIES
+from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties, build_conversation, request_seeds
 
 
 def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
@@ -68,23 +57,8 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
     ]
 
 
-# name -> function, or "module:function" imported on first use (strategies owned by other modules)
-STRATEGIES: dict[str, Callable | str] = {
-    "sc": run_sc,
-    "rsa": "ftllm.infer.strategies.rsa:run_rsa",
-    "budget": "ftllm.infer.budget:run_budget",
-    "s1": "ftllm.infer.strategies.s1:run_s1",
-    "tir": "ftllm.infer.strategies.tir:run_tir",
-    "retrieval": "ftllm.infer.strategies.retrieval:run_retrieval",
-}
-
-
 def get_strategy(name: str) -> Callable:
-    entry = STRATEGIES[name]
-    if isinstance(entry, str):
-        module, func = entry.split(":")
-        entry = getattr(importlib.import_module(module), func)
-    return entry
+    return load_attr(STRATEGIES[name])
 
 
 def run_predictions(config, rows: list[dict]) -> list[StrategyResult]:

@@ -13,7 +13,7 @@ variables accelerate sets (LOCAL_RANK, WORLD_SIZE) and go on to train. With one
 process nothing is relaunched, so the single-GPU/CPU path is the plain script.
 
 `num_processes` comes from params: `auto` means every visible GPU (1 without GPUs),
-or an explicit count (CI uses 2 CPU processes with configs/accelerate/cpu.yaml).
+or an explicit count (CI uses 2 CPU processes with conf/accelerate/cpu.yaml).
 """
 from __future__ import annotations
 

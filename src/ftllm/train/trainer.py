@@ -42,7 +42,7 @@ class TrainerSettings:
     report_to: list[str] = ()  # loggers of each logged step (transformers integrations); [] = none
     # launch: every visible GPU through `accelerate launch` with this config (1 process on a CPU box)
     num_processes: Any = "auto"  # auto | N
-    accelerate_config: str = "configs/accelerate/ddp.yaml"
+    accelerate_config: str = "conf/accelerate/ddp.yaml"
 
     def __post_init__(self) -> None:
         for key in ("per_device_batch_size", "save_steps", "logging_steps", "save_total_limit"):
@@ -97,9 +97,17 @@ def live_callbacks(config: TrainerSettings, live_dir: str | Path | None) -> list
     if not is_main_process():
         return []
     from dvclive import Live
+    from scmrepo.exceptions import SCMError
     from transformers.integrations import DVCLiveCallback
 
-    return [DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None))]
+    try:
+        live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    except SCMError as err:
+        from ftllm.config import ConfigError
+
+        raise ConfigError(f"report_to: dvclive: {err}: DVCLive needs a git repo with a commit "
+                          "(or drop dvclive from report_to)") from None
+    return [DVCLiveCallback(live=live)]
 
 
 def loss_history(log_history: list[dict]) -> list[dict]:

@@ -46,15 +46,26 @@ def request_seeds(config, rows: list[dict], *tags) -> list[int]:
     return seeds
 
 
+TEMPLATE_FIELDS = ("problem", "category", "unit")
+
+
+def build_conversation(row: dict, config) -> list[dict]:
+    """System turn (optional) + the user template filled with the row's fields."""
+    user = config.user_template
+    for key in TEMPLATE_FIELDS:
+        # str.replace, not str.format: problems and templates are full of LaTeX braces
+        user = user.replace("{" + key + "}", str(row.get(key, "")))
+    chat = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+    return chat + [{"role": "user", "content": user}]
+
+
 def problem_chat(row: dict, config) -> list[dict]:
     """The chat that asks `row['problem']`, built by the predict stage's own prompt template.
 
     Every strategy starts from exactly the conversation plain self-consistency uses, so a
     comparison between strategies changes only the strategy.
     """
-    from ftllm.infer import predict
-
-    return predict.build_conversation(row, config)
+    return build_conversation(row, config)
 
 
 def break_ties(engine, prompt_of: Callable[[int, int], list[int]], samples: list[list[Completion]],
