@@ -59,5 +59,7 @@ params: install
 
 quality: install
 	$(PYTHON) -m compileall -q src stages
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ftllm.dvc_deps
 
 -include mk/*.mk

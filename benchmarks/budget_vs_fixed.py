@@ -39,7 +39,7 @@ def main(model, backend, problems, n, round_size, max_new_tokens, temperature, f
     from ftllm.infer import PredictConfig
     from ftllm.infer.budget import run_budget
     from ftllm.infer.predict import run_sc
-    from ftllm.infer.strategies.compare import compare, evaluation_rows, prepare_model
+    from strategy_runs import compare, evaluation_rows, prepare_model
     from ftllm.io import write_json
     from ftllm.provenance import provenance
 

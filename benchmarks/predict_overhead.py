@@ -77,7 +77,7 @@ def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, tem
     from ftllm.config import build
     from ftllm.engine import make_engine
     from ftllm.infer import PredictConfig
-    from ftllm.infer.strategies.compare import evaluation_rows
+    from strategy_runs import evaluation_rows
     from ftllm.io import write_json
     from ftllm.provenance import provenance
 
@@ -238,7 +238,7 @@ def shared_engine(engine):
         def __getattr__(self, name):  # anything else a strategy reaches for (e.g. .llm)
             return getattr(engine, name)
 
-        def generate_ids(self, prompts, sampling, on_finished=None):
+        def generate_ids(self, prompts, sampling, on_finished=None, seeds=None):
             start = time.perf_counter()
             outputs = engine.generate_ids(prompts, sampling, on_finished)
             self.generation_s += time.perf_counter() - start

@@ -39,13 +39,12 @@ def main(model, backend, problems, n, max_new_tokens, strategies, encoder, index
     from types import SimpleNamespace
 
     import torch
+    from strategy_runs import compare, evaluation_rows, prepare_model
 
     from ftllm.config import build
     from ftllm.engine import make_engine
     from ftllm.infer import PredictConfig
     from ftllm.infer.predict import get_strategy
-    from ftllm.infer.strategies import STRATEGY_FUNCTIONS
-    from ftllm.infer.strategies.compare import compare, evaluation_rows, prepare_model
     from ftllm.io import write_json, write_jsonl
     from ftllm.provenance import provenance
 
@@ -71,7 +70,7 @@ def main(model, backend, problems, n, max_new_tokens, strategies, encoder, index
                                                           "max_n": 4 * rounds, "min_n": n, "probe_problems": 2,
                                                           "reserve_s": 0.02 * sc_seconds})
             config = SimpleNamespace(**{**fields, **blocks, "strategy": name})
-            strategy = get_strategy(name) if name == "sc" else _load(STRATEGY_FUNCTIONS[name])
+            strategy = get_strategy(name)
             table += compare(engine, rows, {name: (strategy, config)})
     setup = {"model": model, "backend": backend, "problems": len(rows), "n": n, "max_new_tokens": max_new_tokens,
              "retrieval_encoder": encoder or f"{model} (stand-in)", "torch_threads": torch.get_num_threads()} | provenance()
@@ -102,13 +101,6 @@ def build_block(name: str, values: dict):
 
     classes = {"rsa": RSAConfig, "s1": S1Config, "tir": TIRConfig, "retrieval": RetrievalConfig, "budget": BudgetConfig}
     return build(classes[name], values, name)
-
-
-def _load(target: str):
-    import importlib
-
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def rl_toy(d: dict):
 
 
 def rl_gpu(d: dict):
-    tokens, steps, curve = d.get("generated_tokens_per_s"), d.get("steps_per_s"), d.get("reward_curve") or []
+    tokens, steps = d.get("generated_tokens_per_s"), d.get("steps_per_s")
     mode = (d.get("importance_sampling") or {}).get("mode")
     rewards = f"{_num(d.get('reward_first_third'), '.2f')} → {_num(d.get('reward_last_third'), '.2f')}"
     figure = f"{_num(tokens, '.1f')} generated tok/s, {_num(steps, '.3f')} steps/s, reward {rewards}, IS {mode}"

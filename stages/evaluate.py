@@ -7,36 +7,24 @@ grader command, grading workers/timeout). Writes flat DVC metrics JSON (`accurac
     python stages/evaluate.py --params params.yaml --predictions predictions/final \\
         --gold data/eval/problems.jsonl --metrics metrics/evaluate-final.json --plot plots/evaluate-final.json
 """
-from __future__ import annotations
-
 from pathlib import Path
 
 import click
 
+from ftllm.cli import params_option, run_stage
+
 
 @click.command(help=__doc__)
-@click.option("--params", type=click.Path(path_type=Path), default="params.yaml", show_default=True,
-              help="params file; this stage reads its `evaluate` section")
-@click.option("--predictions", type=click.Path(path_type=Path), required=True,
+@params_option("evaluate")
+@click.option("--predictions", "predictions_dir", type=click.Path(path_type=Path), required=True,
               help="folder holding predictions.jsonl (and samples.parquet for pass@k/cons@k)")
-@click.option("--gold", type=click.Path(path_type=Path), required=True, help="JSONL of gold rows: id, solution, ...")
+@click.option("--gold", "gold_path", type=click.Path(path_type=Path), required=True,
+              help="JSONL of gold rows: id, solution, ...")
 @click.option("--metrics", type=click.Path(path_type=Path), required=True, help="flat metrics JSON to write")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="plot data JSON: [{k, cons, pass}]")
-def main(params: Path, predictions: Path, gold: Path, metrics: Path, plot: Path | None) -> None:
-    from ftllm.config import ConfigError, load_stage
-    from ftllm.io import InputError, write_json
-    from ftllm.metrics import evaluate
-
-    try:
-        config = load_stage(params, "evaluate")
-        result, points = evaluate(config, predictions, gold)
-    except (ConfigError, InputError) as err:
-        raise click.ClickException(str(err)) from None
-    write_json(metrics, result)
-    if plot:
-        write_json(plot, points)
-    extra = ", ".join(f"{k} {result[k]:.3f}" for k in result if k.startswith("cons@"))
-    click.echo(f"evaluate: accuracy {result['accuracy']:.3f} on {result['problems']} problems" + (f"; {extra}" if extra else ""))
+def main(**_) -> None:
+    run_stage("evaluate", "ftllm.evaluate:evaluate_stage", metrics="metrics",
+              summary="evaluate: accuracy {accuracy:.3f} on {problems} problems")
 
 
 if __name__ == "__main__":

@@ -4,29 +4,26 @@ Reads no params section. A column whose k exceeds a model's samples per problem 
 
     python stages/report.py --metrics metrics/evaluate-base.json --metrics metrics/evaluate-final.json
 """
-from __future__ import annotations
-
 from pathlib import Path
 
 import click
 
+from ftllm.cli import run_stage
+
+
+def _ints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(k) for k in value.split(",") if k.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected integers, got {value!r}") from None
+
 
 @click.command(help=__doc__)
-@click.option("--metrics", "paths", type=click.Path(path_type=Path), multiple=True, required=True,
+@click.option("--metrics", "metrics_paths", type=click.Path(path_type=Path), multiple=True, required=True,
               help="an evaluate metrics JSON (repeat); the row is named after the file (evaluate-<name>.json)")
-@click.option("--ks", default="1,40,160", show_default=True, help="comma-separated cons@k columns")
-def main(paths: tuple[Path, ...], ks: str) -> None:
-    from ftllm.io import InputError
-    from ftllm.metrics import render_table
-
-    try:
-        columns = [int(k) for k in ks.split(",") if k.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected integers, got {ks!r}", param_hint="--ks") from None
-    try:
-        click.echo(render_table(paths, columns))
-    except InputError as err:
-        raise click.ClickException(str(err)) from None
+@click.option("--ks", default="1,40,160", show_default=True, callback=_ints, help="comma-separated cons@k columns")
+def main(**_) -> None:
+    run_stage(None, "ftllm.evaluate:render_table")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ def _copy_project(dest: Path) -> None:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    # a clone has a commit; DVCLive (training stages' logger) asks git for it
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run(["git", *identity, "commit", "-q", "-m", "project"], cwd=dest, check=True)
 
 
 def _repro(project: Path, env: dict) -> list[str]:

@@ -166,7 +166,7 @@ SECTIONS: dict[str, str] = {
     "sft": "ftllm.train.sft:SFTConfig",
     "rl": "ftllm.train.rl:RLConfig",
     "predict": "ftllm.infer:PredictConfig",
-    "evaluate": "ftllm.metrics:EvaluateConfig",
+    "evaluate": "ftllm.evaluate:EvaluateConfig",
     "prompt": "ftllm.prompting:PromptSpec",
 }
 
@@ -175,11 +175,18 @@ SECTIONS: dict[str, str] = {
 SHARED_SECTIONS = ("prompt",)
 
 
-def section_class(section: str) -> type:
+def load_attr(spec: str) -> Any:
+    """`"package.module:name"` -> the object, imported on first use (so `--help` never loads torch)."""
     import importlib
 
-    module, name = SECTIONS[section].split(":")
+    module, _, name = spec.partition(":")
+    if not name:
+        raise ValueError(f"{spec!r}: expected 'module:attribute'")
     return getattr(importlib.import_module(module), name)
+
+
+def section_class(section: str) -> type:
+    return load_attr(SECTIONS[section])
 
 
 def load_stage(path: str | Path, section: str):

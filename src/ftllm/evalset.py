@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 from typing import Callable
 
 import sympy as sp
@@ -216,3 +217,8 @@ def check_gold(rows: list[dict]) -> None:
         if not is_correct(answer, row["solution"], row.get("evaluation_method")):
             raise ValueError(f"evalset: problem {row['id']}: its own solution {row['solution']!r} boxed as "
                              f"{answer!r} grades wrong under evaluation_method {row.get('evaluation_method') or 'soft'}")
+def write_evalset(config: EvalsetConfig, out: str | Path) -> dict:
+    """The `evalset` stage: build the problems and write them as JSONL; returns their count."""
+    from ftllm.io import write_jsonl
+
+    return {"problems": write_jsonl(out, build_evalset(config))}

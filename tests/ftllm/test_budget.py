@@ -31,7 +31,7 @@ class FakeEngine:
         self.rng = random.Random(seed)
         self.calls: list[tuple[int, int, int | None]] = []  # (prompts, n, seed)
 
-    def chat(self, conversations, sampling, **kwargs):
+    def chat(self, conversations, sampling, seeds=None, **kwargs):
         self.calls.append((len(conversations), sampling.n, sampling.seed))
         self.clock.now += self.cost(len(conversations) * sampling.n, self.rng)
         outs = []
@@ -51,7 +51,7 @@ class ScoringEngine(FakeEngine):
         super().__init__(clock, answers, cost, seed)
         self.scores, self.scored = scores or {}, []
 
-    def chat(self, conversations, sampling, **kwargs):
+    def chat(self, conversations, sampling, seeds=None, **kwargs):
         outs = super().chat(conversations, sampling, **kwargs)
         for chat, completions in zip(conversations, outs):
             choices = self.answers[chat[-1]["content"]]

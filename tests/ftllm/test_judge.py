@@ -12,7 +12,7 @@ from ftllm.judge.decontam import DecontamConfig, EvalIndex
 from ftllm.judge.dedup import DedupConfig, find_exact_duplicates, find_near_duplicates
 from ftllm.judge.filters import FilterConfig, check_format, check_language, check_length, parse_given_answer
 from ftllm.judge.text import japanese_share, ngrams, normalize_text, text_units
-from ftllm.judge.verdict import build_conversation, parse_verdict
+from ftllm.judge.verdict import parse_verdict, verdict_conversation
 
 
 def make_row(i: int, problem: str | None = None, answer: str = "5", **extra) -> dict:
@@ -142,7 +142,7 @@ def test_parse_verdict_rejects_malformed(text):
 
 def test_conversation_has_examples_and_truncates():
     row = make_row(0, solution="a" * 5000 + "THE END")
-    conv = build_conversation(row, max_solution_chars=1000)
+    conv = verdict_conversation(row, max_solution_chars=1000)
     assert [m["role"] for m in conv] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert '"inconsistent"' in conv[2]["content"] and '"consistent"' in conv[4]["content"]
     assert "THE END" in conv[-1]["content"] and len(conv[-1]["content"]) < 1200

@@ -9,7 +9,7 @@ import pytest
 from ftllm.train import launch
 
 ROOT = Path(__file__).resolve().parents[2]
-CPU_CONFIG = ROOT / "configs" / "accelerate" / "cpu.yaml"
+CPU_CONFIG = ROOT / "conf" / "accelerate" / "cpu.yaml"
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ class ScriptedEngine:
         self.template_kwargs = kwargs
         return [c[-1]["content"] for c in conversations]
 
-    def generate_ids(self, prompts, sampling, on_finished=None):
+    def generate_ids(self, prompts, sampling, on_finished=None, seeds=None):
         self.calls.append((prompts, sampling, self.template_kwargs))
         outs = [[Completion(t, 5, -float(j) if self.logprobs else None, "stop", token_ids=[j])
                  for j, t in enumerate(self.answers[p])] for p in prompts]

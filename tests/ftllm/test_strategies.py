@@ -11,7 +11,7 @@ from ftllm.config import EngineSpec, build
 from ftllm.engine import Completion, Engine, make_engine
 from ftllm.infer import PredictConfig
 from ftllm.infer.sandbox import SandboxLimits
-from ftllm.infer.strategies import STRATEGY_FUNCTIONS
+from ftllm.infer.strategies import STRATEGIES
 from ftllm.infer.strategies.retrieval import RetrievalConfig, few_shot_chat, mean_pool, nearest, retrieve, run_retrieval
 from ftllm.infer.strategies.rsa import RSAConfig, aggregation_chat, run_rsa
 from ftllm.infer.strategies.s1 import S1Config, run_s1
@@ -88,11 +88,10 @@ def engine(tiny_model):
 
 
 def test_every_strategy_is_registered_by_an_importable_name():
-    import importlib
+    from ftllm.config import load_attr
 
-    for name, target in STRATEGY_FUNCTIONS.items():
-        module, func = target.split(":")
-        assert callable(getattr(importlib.import_module(module), func)), name
+    for name, target in STRATEGIES.items():
+        assert callable(load_attr(target)), name
 
 
 def test_group_by_budget_never_gives_more_than_is_left():
@@ -131,7 +130,7 @@ class Cycling(Engine):
     def render_chats(self, conversations, **kwargs):
         return [[len(c[-1]["content"])] for c in conversations]
 
-    def generate_ids(self, prompts, sampling, on_finished=None):
+    def generate_ids(self, prompts, sampling, on_finished=None, seeds=None):
         outs = []
         for _ in prompts:
             picks = [(self.drawn + j) % len(self.texts) for j in range(sampling.n)]

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SECTION = {
     "eos_token": "<|im_end|>", "dtype": "float32", "bf16": False, "max_length": 256, "global_batch_size": 4,
     "per_device_batch_size": 2, "max_steps": 3, "save_steps": 1, "num_processes": 1, "learning_rate": 1e-3,
-    "gradient_checkpointing": False, "attn_implementation": "sdpa", "accelerate_config": str(ROOT / "configs" / "accelerate" / "cpu.yaml"),
+    "gradient_checkpointing": False, "attn_implementation": "sdpa",
+    "accelerate_config": str(ROOT / "conf" / "accelerate" / "cpu.yaml"),
 }  # fmt: skip
 
 

@@ -49,9 +49,14 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def generate_ids(
-        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None
+        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
-        """`n` completions for each token-id prompt; `on_finished` sees each prompt's as soon as they are done."""
+        """`n` completions for each token-id prompt; `on_finished` sees each prompt's as soon as they are done.
+
+        `seeds`: one per prompt. Prompt i's samples then depend on seeds[i] (and the sample index)
+        only, never on which other prompts share its batch or in what order they finish.
+        """
 
     def score_ids(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float | None]:
         """Summed log-probability of each continuation after its prompt (one prefill, no sampling).
@@ -69,16 +74,19 @@ class Engine(abc.ABC):
                 template = f.read()
         return [render_chat(self.tokenizer, c, template, **template_kwargs) for c in conversations]
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingSpec) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[str], sampling: SamplingSpec,
+                 seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """Raw text prompts (no chat template); `n` completions for each."""
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        return self.generate_ids(ids, sampling)
+        return self.generate_ids(ids, sampling, seeds=seeds) if seeds is not None else self.generate_ids(ids, sampling)
 
     def chat(
-        self, conversations: Sequence[Conversation], sampling: SamplingSpec, **template_kwargs
+        self, conversations: Sequence[Conversation], sampling: SamplingSpec, seeds: Sequence[int] | None = None,
+        **template_kwargs,
     ) -> list[list[Completion]]:
         """Chat conversations rendered with the model's template; `n` completions for each."""
-        return self.generate_ids(self.render_chats(conversations, **template_kwargs), sampling)
+        ids = self.render_chats(conversations, **template_kwargs)
+        return self.generate_ids(ids, sampling, seeds=seeds) if seeds is not None else self.generate_ids(ids, sampling)
 
     def close(self) -> None:
         """Release the model (GPU memory, worker processes)."""

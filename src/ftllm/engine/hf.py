@@ -21,13 +21,18 @@ class HFEngine(Engine):
 
     @torch.inference_mode()
     def generate_ids(
-        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None
+        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None,
+        seeds=None,
     ) -> list[list[Completion]]:
         seed = sampling.seed if sampling.seed is not None else self.spec.seed
         torch.manual_seed(seed)
         results: list[list[Completion]] = []
-        step = max(1, self.spec.batch_size)
+        # per-request seeds: one prompt per call, its own seed first. A shared batch would draw all
+        # prompts' tokens from one generator, and left padding changes a prompt's logits slightly.
+        step = 1 if seeds is not None else max(1, self.spec.batch_size)
         for start in tqdm(range(0, len(prompts), step), desc="hf generate", disable=len(prompts) <= step):
+            if seeds is not None:
+                torch.manual_seed(int(seeds[start]))
             batch = self._batch(prompts[start : start + step], sampling)
             for prompt, completions in zip(prompts[start : start + step], batch) if on_finished else ():
                 on_finished(prompt, completions)

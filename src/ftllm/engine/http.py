@@ -11,6 +11,7 @@ environment variable named by `spec.api_key_env` and only ever put in the header
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -67,11 +68,14 @@ class HTTPEngine(Engine):
         return body
 
     def generate_ids(
-        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None
+        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None,
+        seeds=None,
     ) -> list[list[Completion]]:
         workers = max(1, min(self.spec.max_concurrency, len(prompts)))
+        per_prompt = [sampling] * len(prompts) if seeds is None else [
+            dataclasses.replace(sampling, seed=int(s)) for s in seeds]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(self._complete, p, sampling): p for p in prompts}
+            futures = {pool.submit(self._complete, p, s): p for p, s in zip(prompts, per_prompt)}
             for future in tqdm(as_completed(futures), total=len(futures), desc="http generate", disable=len(prompts) < 8):
                 if on_finished:
                     on_finished(futures[future], future.result())

@@ -7,6 +7,7 @@ prompts, and `LLM.llm_engine.step()` (which `LLM.generate` calls in a loop until
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -75,9 +76,13 @@ class VLLMEngine(Engine):
         )
 
     def generate_ids(
-        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None
+        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None,
+        seeds=None,
     ) -> list[list[Completion]]:
         params = self.sampling_params(sampling)
+        if seeds is not None:
+            # a seeded request samples from its own generator (sample j of n: seed + j), whatever the batch
+            params = [self.sampling_params(dataclasses.replace(sampling, seed=int(s))) for s in seeds]
         requests = [{"prompt_token_ids": p} for p in prompts]
         report = (lambda out: on_finished(list(out.prompt_token_ids), _completions(out))) if on_finished else None
         with _finished_requests(self.llm, report):

@@ -4,7 +4,7 @@
 competition entry point (`ftllm.infer.submission`) both call `ftllm.infer.predict.predict`.
 
 - `vote.py`: equivalence-class self-consistency (the grader's notion of equality);
-- `predict.py`: prompt building, the strategy registry `STRATEGIES`, output files;
+- `predict.py`: plain self-consistency and the output files; `strategies/`: the registry `STRATEGIES`;
 - `pool.py`: the time-limited process pool that parses untrusted answers;
 - `strategies/`, `budget.py`: alternatives to plain self-consistency (RSA, budgeted sampling, ...).
 """
@@ -29,7 +29,7 @@ class PredictConfig:
     engine: EngineSpec
     sampling: SamplingSpec = dataclasses.field(default_factory=SamplingSpec)  # n = samples per problem
     prompt: PromptSpec = dataclasses.field(default_factory=PromptSpec)  # the top-level `prompt` section (shared)
-    strategy: str = "sc"  # a key of ftllm.infer.predict.STRATEGIES
+    strategy: str = "sc"  # a key of ftllm.infer.strategies.STRATEGIES
     parse_workers: int = 4  # processes that parse and cluster answers (0: in-process, no hard time limit)
     # of those, how many may work while vLLM is still generating (null: half; 0: vote only afterwards):
     # a small model's generation is CPU-bound too, and parsing on every core slows it down
@@ -49,7 +49,7 @@ class PredictConfig:
             raise ValueError(f"predict.overlap_workers must be null or 0..parse_workers, got {self.overlap_workers}")
         if self.parse_timeout_s < 1:
             raise ValueError(f"predict.parse_timeout_s must be >= 1 (Math-Verify alarms are whole seconds), got {self.parse_timeout_s}")
-        from ftllm.infer.predict import STRATEGIES
+        from ftllm.infer.strategies import STRATEGIES
 
         if self.strategy not in STRATEGIES:
             raise ValueError(f"predict.strategy must be one of {', '.join(sorted(STRATEGIES))}, got {self.strategy!r}")

@@ -32,7 +32,7 @@ import time
 from typing import Callable
 
 from ftllm.infer.strategies.base import (EMPTY_OUTPUT, StrategyResult, break_ties, chat_prompts, problem_chat,
-                                         vote_problems)
+                                         request_seeds, vote_problems)
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +143,12 @@ def run_budget(engine, problems: list[dict], config, clock: Callable[[], float] 
                 _stop_for_budget(state)
                 return _results(state, round_index, calls)
             batch, queue = queue[:take], queue[take:]
-            # a new seed per call: the same prompt must not draw the same samples every round
+            # seeds per problem and round: a round draws new samples, and a problem's samples do not
+            # depend on which others share its call
             sampling = dataclasses.replace(config.sampling, n=budget.round_size, seed=base_seed + calls)
+            seeds = request_seeds(config, [problems[i] for i in batch], round_index)
             t0 = clock()
-            outs = engine.chat([chats[i] for i in batch], sampling, **template_kwargs)
+            outs = engine.chat([chats[i] for i in batch], sampling, seeds=seeds, **template_kwargs)
             for i, completions in zip(batch, outs):
                 state[i].samples.extend(completions)
                 state[i].tokens += sum(c.num_tokens for c in completions)

@@ -3,25 +3,20 @@
     results = predict(config, rows, out_dir)   # writes out_dir/{predictions.jsonl, samples.parquet}
 
 Strategies are plain functions `(engine, rows, config) -> list[StrategyResult]` (see
-`ftllm.infer.strategies.base`), registered by name in `STRATEGIES`. Plain self-consistency
+`ftllm.infer.strategies.base`), registered by name in `ftllm.infer.strategies.STRATEGIES`. Plain self-consistency
 ("sc") samples `config.sampling.n` solutions per problem in ONE `engine.chat` call (vLLM
 prefills each prompt once and forks the n samples) and votes them all with one parse pool.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties
-
-def build_conversation(row: dict, config) -> list[dict]:
-    """The chat for one problem under the shared prompt contract (as sft and rl trained on it)."""
-    from ftllm.prompting import build_conversation as build
-
-    return build(row, config.prompt)
+from ftllm.config import load_attr
+from ftllm.infer.strategies import STRATEGIES
+from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties, build_conversation, request_seeds
 
 
 def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
@@ -48,7 +43,8 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
     start = time.monotonic()
     with StreamingVoter(config.parse_workers, config.parse_timeout_s, config.vote_timeout_s,
                         config.overlap_workers) as voter:
-        samples = engine.generate_ids(prompts, config.sampling, on_finished=vote_early)
+        samples = engine.generate_ids(prompts, config.sampling, on_finished=vote_early,
+                                      seeds=request_seeds(config, rows))
         seconds = (time.monotonic() - start) / max(1, len(rows))
         ballots = [Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], m) for cs, m in zip(samples, methods)]
         votes = vote_many(
@@ -62,23 +58,8 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
     ]
 
 
-# name -> function, or "module:function" imported on first use (strategies owned by other modules)
-STRATEGIES: dict[str, Callable | str] = {
-    "sc": run_sc,
-    "rsa": "ftllm.infer.strategies.rsa:run_rsa",
-    "budget": "ftllm.infer.budget:run_budget",
-    "s1": "ftllm.infer.strategies.s1:run_s1",
-    "tir": "ftllm.infer.strategies.tir:run_tir",
-    "retrieval": "ftllm.infer.strategies.retrieval:run_retrieval",
-}
-
-
 def get_strategy(name: str) -> Callable:
-    entry = STRATEGIES[name]
-    if isinstance(entry, str):
-        module, func = entry.split(":")
-        entry = getattr(importlib.import_module(module), func)
-    return entry
+    return load_attr(STRATEGIES[name])
 
 
 def run_predictions(config, rows: list[dict]) -> list[StrategyResult]:
@@ -158,3 +139,10 @@ def with_model(config, model: str | None):
     if not model:
         return config
     return dataclasses.replace(config, engine=dataclasses.replace(config.engine, model=str(model)))
+
+
+def predict_file(config, input_path: str | Path, out_dir: str | Path, model: str | None = None) -> dict:
+    """The `predict` stage: problems from a JSONL file (`model` overrides `engine.model`); returns metrics."""
+    from ftllm.io import read_jsonl
+
+    return predict(with_model(config, model), read_jsonl(input_path, required=("id", "problem")), out_dir)

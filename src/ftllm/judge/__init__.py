@@ -247,3 +247,13 @@ def run_judge(config: JudgeConfig, raw: Path, evals: list[Path], out: Path, shar
 
 
 __all__ = ["Curation", "JudgeConfig", "curate", "run_judge", "DROP_REASONS"]
+
+
+def judge_stage(config: JudgeConfig, raw: Path, evals: list[Path], out: Path, plot: Path,
+                shard: tuple[int, int] | None = None) -> dict:
+    """The `judge` stage: curate, write the coverage plot rows to `plot`; returns the flat metrics."""
+    from ftllm.io import write_json
+
+    result = run_judge(config, raw=raw, evals=list(evals), out=out, shard=shard)
+    write_json(plot, result.coverage)
+    return result.metrics

@@ -67,7 +67,7 @@ def render_row(row: dict, max_solution_chars: int) -> str:
     )
 
 
-def build_conversation(row: dict, max_solution_chars: int = 6000) -> list[dict]:
+def verdict_conversation(row: dict, max_solution_chars: int = 6000) -> list[dict]:
     conversation = [{"role": "system", "content": SYSTEM_PROMPT}]
     for example, reply in EXAMPLES:
         conversation.append({"role": "user", "content": render_row(example, max_solution_chars)})
@@ -115,6 +115,6 @@ def judge_rows(engine, rows: list[dict], sampling, max_solution_chars: int = 600
     """One batched `engine.chat` call over every row; one verdict per row, in order."""
     if not rows:
         return []
-    conversations = [build_conversation(r, max_solution_chars) for r in rows]
+    conversations = [verdict_conversation(r, max_solution_chars) for r in rows]
     outputs = engine.chat(conversations, sampling, **(template_kwargs or {}))
     return [parse_verdict(samples[0].text if samples else "") for samples in outputs]

@@ -29,8 +29,8 @@ from typing import Any
 
 from ftllm.io import InputError, read_jsonl, write_json
 from ftllm.train.checkpoints import checkpoint_step, hash_path, prepare_checkpoint_dir, settings_digest
-from ftllm.train.launch import check_num_processes, world_size
-from ftllm.train.trainer import loss_history, shared_trainer_args
+from ftllm.train.launch import world_size
+from ftllm.train.trainer import TrainerSettings, live_callbacks, loss_history, shared_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ class CorpusDataset:
 
 
 @dataclasses.dataclass(frozen=True)
-class CPTConfig:
-    """The `cpt` params section."""
+class CPTConfig(TrainerSettings):
+    """The `cpt` params section (schedule, batch, logging and launch keys: `TrainerSettings`)."""
 
     # corpus: a hub dataset streamed when `dataset` is set, else the local files in `corpus` (same pipeline)
     dataset: CorpusDataset | None = None
@@ -73,33 +73,15 @@ class CPTConfig:
     lora_dropout: float = 0.0  # 0 lets DoRA reuse the base output (faster)
     use_rslora: bool = True  # scale alpha/sqrt(r): high ranks keep learning
     target_modules: Any = "all-linear"  # peft: every linear layer except the output head
-    # schedule
-    learning_rate: float = 1.0e-4
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    num_train_epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides num_train_epochs
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 42
     # batch and memory
-    per_device_batch_size: int = 1
     gradient_accumulation_steps: int = 8
     # auto: recompute activations only when ftllm.train.trainer.needs_checkpointing's estimate says a
     # micro-batch does not fit the GPU without it | true | false
     gradient_checkpointing: Any = "auto"
     use_liger_kernel: bool = True  # fused RMSNorm/SwiGLU/cross-entropy; only applied when liger_kernel is importable
-    bf16: bool = True  # mixed precision; false on CPU
     dtype: str = "bfloat16"  # dtype the base weights load in
     # flex_attention keeps packed documents apart with a block-sparse mask (no backward on CPU: use sdpa there)
     attn_implementation: str | None = "flex_attention"
-    # checkpoints and logs
-    save_steps: int = 200
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    # launch: DDP keeps a whole model per GPU (an 8B model fits an 80 GB card with DoRA)
-    num_processes: Any = "auto"  # auto = every visible GPU (1 on CPU) | N
-    accelerate_config: str = "configs/accelerate/ddp.yaml"
 
     def __post_init__(self) -> None:
         if self.gradient_checkpointing not in (True, False, "auto"):
@@ -110,20 +92,17 @@ class CPTConfig:
             raise ValueError("rope_theta must be set (> 0) when rope_scaling is abf")
         if self.yarn_factor is not None and self.yarn_factor <= 1:
             raise ValueError(f"yarn_factor must be > 1, got {self.yarn_factor}")
-        for key in ("context_length", "lora_r", "per_device_batch_size", "gradient_accumulation_steps",
-                    "save_steps", "logging_steps"):
+        super().__post_init__()
+        for key in ("context_length", "lora_r", "gradient_accumulation_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.block_size is not None and not 1 < self.block_size <= self.context_length:
             raise ValueError(f"block_size must be in (1, context_length={self.context_length}], got {self.block_size}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.token_budget is not None and self.token_budget < self.sequence_length:
             raise ValueError(
                 f"token_budget must be >= one block ({self.sequence_length} tokens), got {self.token_budget}")
         if self.dataset is not None and self.token_budget is None and self.max_steps <= 0:
             raise ValueError("token_budget (or max_steps > 0) is required when streaming a hub dataset")
-        check_num_processes(self.num_processes)
 
     @property
     def sequence_length(self) -> int:
@@ -363,8 +342,6 @@ def trainer_args(config: CPTConfig, checkpoint_dir: str | Path, max_steps: int, 
     shared["gradient_checkpointing"] = checkpointing
     return TrainingArguments(
         **shared,
-        num_train_epochs=config.num_train_epochs,
-        weight_decay=config.weight_decay,
         use_liger_kernel=config.use_liger_kernel and importlib.util.find_spec("liger_kernel") is not None,
         gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         remove_unused_columns=False,
@@ -390,6 +367,7 @@ def train_cpt(
     loss_log_path: str | Path | None = None,
     corpus: list[Path] | None = None,
     callbacks: tuple = (),
+    live_dir: str | Path | None = None,
 ) -> dict:
     """Extend the context, train DoRA adapters on the packed corpus, merge and save; return metrics."""
     from accelerate import PartialState
@@ -420,7 +398,7 @@ def train_cpt(
     checkpointing = resolve_checkpointing(config, model.config)
     args = trainer_args(config, checkpoint_dir, max_steps, checkpointing)
     trainer = Trainer(model=model, args=args, train_dataset=as_torch_iterable(blocks),
-                      data_collator=default_data_collator, callbacks=list(callbacks))
+                      data_collator=default_data_collator, callbacks=[*callbacks, *live_callbacks(config, live_dir)])
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     runtime_s = time.perf_counter() - started

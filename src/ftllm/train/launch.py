@@ -1,10 +1,9 @@
 """Run a training stage on every GPU of the box by re-executing it under `accelerate launch`.
 
-A training stage (cpt, sft, rl) is an ordinary Click script. Its first act is
+A training stage (cpt, sft, rl) is an ordinary Click script; the stage harness
+(`ftllm.cli.run_stage(..., relaunch=True)`) calls, before any work,
 
-    code = relaunch_if_needed(config.num_processes, config.accelerate_config)
-    if code is not None:
-        raise SystemExit(code)
+    relaunch_if_needed(config.num_processes, config.accelerate_config, [script, *argv from Click's parameters])
 
 When more than one process is wanted and this process is not already a worker, the
 same command line is run again under `accelerate launch --num_processes N
@@ -13,7 +12,7 @@ variables accelerate sets (LOCAL_RANK, WORLD_SIZE) and go on to train. With one
 process nothing is relaunched, so the single-GPU/CPU path is the plain script.
 
 `num_processes` comes from params: `auto` means every visible GPU (1 without GPUs),
-or an explicit count (CI uses 2 CPU processes with configs/accelerate/cpu.yaml).
+or an explicit count (CI uses 2 CPU processes with conf/accelerate/cpu.yaml).
 """
 from __future__ import annotations
 

@@ -39,12 +39,11 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from ftllm.io import InputError, read_records, write_json
 from ftllm.prompting import PromptSpec, build_conversation
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
-from ftllm.train.launch import check_num_processes, world_size
+from ftllm.train.launch import world_size
 from ftllm.train.rewards import select_rewards
 from ftllm.train.telemetry import (
     LOSS_TYPES,
@@ -56,7 +55,7 @@ from ftllm.train.telemetry import (
     trl_step_weights,
     weight_rows,
 )
-from ftllm.train.trainer import shared_trainer_args
+from ftllm.train.trainer import TrainerSettings, live_callbacks, shared_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,12 @@ class PassRateFilter:
 
 
 @dataclasses.dataclass(frozen=True)
-class RLConfig:
-    """The `rl` params section. Defaults follow DAPO on TRL 1.16 (token-level loss, clip-higher, no KL)."""
+class RLConfig(TrainerSettings):
+    """The `rl` params section. Defaults follow DAPO on TRL 1.16 (token-level loss, clip-higher, no KL).
+
+    Schedule, batch (`per_device_batch_size`: completions per forward pass), logging and launch keys
+    are `TrainerSettings`'s.
+    """
 
     mode: str = "sync"  # sync: GRPOTrainer | async: experimental AsyncGRPOTrainer (GPUs + vLLM server)
     # prompts: the top-level `prompt` section (sft, rl and predict share it)
@@ -117,18 +120,9 @@ class RLConfig:
     top_p: float = 1.0
     # batch: prompts_per_step groups of num_generations completions per optimizer step
     prompts_per_step: int = 16
-    per_device_batch_size: int = 8  # completions per forward pass
-    # schedule
-    learning_rate: float = 1.0e-6
-    lr_scheduler_type: str = "constant"
-    warmup_ratio: float = 0.0
-    max_steps: int = 200
-    max_grad_norm: float = 1.0
-    seed: int = 42
+    max_steps: int = 200  # GRPO runs a step budget, not epochs over the prompts
     # model
     dtype: str = "bfloat16"
-    bf16: bool = True
-    gradient_checkpointing: bool = True
     # generation backend
     use_vllm: bool = False
     vllm_mode: str = "colocate"  # colocate: vLLM in the training process | server: `trl vllm-serve`
@@ -142,15 +136,9 @@ class RLConfig:
     # async mode
     max_staleness: int = 4  # maximum policy lag, in optimizer steps, of a rollout used for training
     weight_sync_steps: int = 1
-    # checkpoints and logs
-    save_steps: int = 50
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    # launch
-    num_processes: Any = "auto"
-    accelerate_config: str = "configs/accelerate/ddp.yaml"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         checks = {
             "mode": (self.mode, ("sync", "async")),
             "loss_type": (self.loss_type, LOSS_TYPES),
@@ -162,8 +150,8 @@ class RLConfig:
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
-        for key in ("num_generations", "max_completion_length", "prompts_per_step", "per_device_batch_size",
-                    "max_steps", "save_steps", "logging_steps", "num_iterations", "max_staleness"):  # fmt: skip
+        for key in ("num_generations", "max_completion_length", "prompts_per_step", "max_steps", "num_iterations",
+                    "max_staleness"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.num_generations < 2:
@@ -176,9 +164,8 @@ class RLConfig:
             raise ValueError(f"is_floor must be in [0, is_cap={self.is_cap}), got {self.is_floor}")
         try:
             select_rewards(self.rewards)
-            check_num_processes(self.num_processes)
         except ValueError as err:
-            raise ValueError(f"{'rewards' if 'reward' in str(err) else 'num_processes'}: {err}") from None
+            raise ValueError(f"rewards: {err}") from None
         if self.mode == "async":
             if self.loss_type != "dapo" or self.beta != 0.0:
                 raise ValueError("mode async trains the token-level (dapo) loss without KL: set loss_type dapo, beta 0")
@@ -507,6 +494,7 @@ def train_rl(
     metrics_path: str | Path | None = None,
     plots_dir: str | Path | None = None,
     callbacks: tuple = (),
+    live_dir: str | Path | None = None,
 ) -> dict:
     """Train `model_dir` with GRPO on the judged prompts in `data`; save the policy to `out_dir`; return metrics."""
     from accelerate import PartialState
@@ -524,7 +512,7 @@ def train_rl(
     if resume_from:  # the plots continue from what the checkpoint had seen
         telemetry = TelemetryLog.load(Path(resume_from) / TELEMETRY_DIR)
         telemetry.truncate(checkpoint_step(resume_from))
-    callbacks = [make_telemetry_callback(telemetry, plots_dir), *callbacks]
+    callbacks = [make_telemetry_callback(telemetry, plots_dir), *callbacks, *live_callbacks(config, live_dir)]
     with contextlib.ExitStack() as stack:
         weight_transfer = None
         if config.mode == "async" and not config.vllm_server_base_url:

@@ -39,8 +39,8 @@ from typing import Any
 from ftllm.io import InputError, read_records, write_json
 from ftllm.prompting import PromptSpec, build_conversation, fill_template
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
-from ftllm.train.launch import check_num_processes, world_size
-from ftllm.train.trainer import loss_history, shared_trainer_args
+from ftllm.train.launch import world_size
+from ftllm.train.trainer import TrainerSettings, live_callbacks, loss_history, shared_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ REASONING_MODES = ("field", "inline", "drop")
 
 
 @dataclasses.dataclass(frozen=True)
-class SFTConfig:
-    """The `sft` params section. Defaults are Open-R1's OpenR1-Distill-7B recipe."""
+class SFTConfig(TrainerSettings):
+    """The `sft` params section (schedule, batch, logging and launch keys: `TrainerSettings`)."""
 
     # data -> conversations. The prompt is the top-level `prompt` section (sft, rl and predict share it).
     prompt: PromptSpec = dataclasses.field(default_factory=PromptSpec)
@@ -67,22 +67,12 @@ class SFTConfig:
     # the optimizer memory and the original layers stay as they were, but less capacity to learn the task) |
     # auto: as upscale.json's freeze_original says
     train_layers: str = "all"
-    # schedule (Open-R1 distill)
-    learning_rate: float = 4.0e-5
-    lr_scheduler_type: str = "cosine_with_min_lr"
-    min_lr_rate: float = 0.1
-    warmup_ratio: float = 0.03
-    num_train_epochs: float = 5.0
-    max_steps: int = -1  # > 0 overrides num_train_epochs
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.2
-    seed: int = 42
+    min_lr_rate: float = 0.1  # lr_scheduler_type cosine_with_min_lr: the floor, as a share of learning_rate
     # batch and memory
     # With packing (the default) a "sequence" below is one pack of up to max_length tokens holding several
     # rows; without it, one row padded to the longest in its micro-batch.
     max_length: int = 16384
     global_batch_size: int = 128  # sequences per optimizer step, whatever the GPU count
-    per_device_batch_size: int = 2
     # padding-free best-fit-decreasing packing: rows share a pack, position ids restart per row so no row
     # attends to another (transformers needs use_cache off for that, which TRL's compute_loss sets), no
     # padding is computed. false = Open-R1's unpacked rows (same loss per row, ~5x slower on an H100)
@@ -92,16 +82,9 @@ class SFTConfig:
     # micro-batch would not fit in GPU memory without it (it costs ~1/3 more compute); true | false force it
     gradient_checkpointing: Any = "auto"
     use_liger_kernel: bool = True  # only applied when liger_kernel is importable
-    bf16: bool = True
     # checkpoints and logs
-    save_steps: int = 100
-    save_total_limit: int = 2
     keep_checkpoints: bool = False  # after the final save, delete checkpoint-* (optimizer states are huge)
-    logging_steps: int = 1
     dataset_num_proc: int | None = None
-    # launch
-    num_processes: Any = "auto"  # auto = every visible GPU (1 on CPU) | N
-    accelerate_config: str = "configs/accelerate/fsdp2.yaml"
 
     def __post_init__(self) -> None:
         if self.gradient_checkpointing not in (True, False, "auto"):
@@ -112,17 +95,12 @@ class SFTConfig:
             raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}, got {self.reasoning!r}")
         if self.train_layers not in ("all", "new", "auto"):
             raise ValueError(f"train_layers must be all, new or auto, got {self.train_layers!r}")
-        for key in ("global_batch_size", "per_device_batch_size", "max_length", "save_steps", "logging_steps"):
+        super().__post_init__()
+        for key in ("global_batch_size", "max_length"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
-        try:
-            check_num_processes(self.num_processes)
-        except ValueError as err:
-            raise ValueError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -231,8 +209,6 @@ def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int, 
     return TRLSFTConfig(
         **shared,
         lr_scheduler_kwargs=scheduler_kwargs,
-        num_train_epochs=config.num_train_epochs,
-        weight_decay=config.weight_decay,
         max_length=config.max_length,
         packing=config.packing,
         packing_strategy=config.packing_strategy,
@@ -271,7 +247,7 @@ def resolve_checkpointing(config: SFTConfig, model_dir: str | Path, processes: i
 
 
 def build_trainer(config: SFTConfig, model_dir: str | Path, data: str | Path, checkpoint_dir: str | Path,
-                  callbacks: tuple = ()):
+                  callbacks: tuple = (), live_dir: str | Path | None = None):
     """The stage's SFTTrainer (collator, model and arguments exactly as train_sft runs them) and run facts."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -305,7 +281,7 @@ def build_trainer(config: SFTConfig, model_dir: str | Path, data: str | Path, ch
         args=args,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *live_callbacks(config, live_dir)],
     )
     facts = {"rows": len(examples), "trainable_params": trainable, "processes": processes,
              "gradient_checkpointing": checkpointing, "resume_from": resume_from}  # fmt: skip
@@ -321,11 +297,12 @@ def train_sft(
     metrics_path: str | Path | None = None,
     loss_log_path: str | Path | None = None,
     callbacks: tuple = (),
+    live_dir: str | Path | None = None,
 ) -> dict:
     """Fine-tune `model_dir` on the judged rows in `data`; save the model to `out_dir`; return metrics."""
     from ftllm.models import save_checkpoint
 
-    trainer, facts = build_trainer(config, model_dir, data, checkpoint_dir, callbacks)
+    trainer, facts = build_trainer(config, model_dir, data, checkpoint_dir, callbacks, live_dir)
     args, tokenizer, resume_from = trainer.args, trainer.processing_class, facts["resume_from"]
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)

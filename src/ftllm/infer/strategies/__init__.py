@@ -8,13 +8,14 @@
 | `retrieval` | `retrieval.py` | similar solved problems as few-shot examples |
 | `budget` | `ftllm.infer.budget` | adaptive self-consistency under one wall-clock budget |
 
-The predict stage picks one by name (`predict.strategy`) from `ftllm.infer.predict.STRATEGIES`;
+The predict stage picks one by name (`predict.strategy`) from `STRATEGIES`, the one registry;
 each reads its own block of the predict config (`predict.rsa`, `predict.s1`, ...).
 """
 from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult
 
 # name -> "module:function", imported when chosen (retrieval pulls in an encoder, tir the sandbox)
-STRATEGY_FUNCTIONS: dict[str, str] = {
+STRATEGIES: dict[str, str] = {
+    "sc": "ftllm.infer.predict:run_sc",
     "rsa": "ftllm.infer.strategies.rsa:run_rsa",
     "s1": "ftllm.infer.strategies.s1:run_s1",
     "tir": "ftllm.infer.strategies.tir:run_tir",
@@ -22,4 +23,4 @@ STRATEGY_FUNCTIONS: dict[str, str] = {
     "budget": "ftllm.infer.budget:run_budget",
 }
 
-__all__ = ["EMPTY_OUTPUT", "STRATEGY_FUNCTIONS", "StrategyResult"]
+__all__ = ["EMPTY_OUTPUT", "STRATEGIES", "StrategyResult"]

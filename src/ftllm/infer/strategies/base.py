@@ -12,6 +12,7 @@ import functools
 import time
 from typing import Callable
 
+from ftllm import prompting
 from ftllm.engine import Completion
 
 EMPTY_OUTPUT = "\\boxed{}"  # what a row gets when no sample produced anything to vote on
@@ -28,15 +29,36 @@ class StrategyResult:
     info: dict = dataclasses.field(default_factory=dict)  # "vote": the Vote over `samples`; strategy details
 
 
+def request_seeds(config, rows: list[dict], *tags) -> list[int]:
+    """One sampling seed per row from the params seed, the row's id and `tags` (e.g. a round number).
+
+    The engine draws sample j of a row from its seed and j alone, so a sample never depends on the
+    other problems in the file, their order, or the batch they landed in (`predict.sampling.seed`;
+    unset, `predict.engine.seed`).
+    """
+    import hashlib
+
+    base = config.sampling.seed if config.sampling.seed is not None else config.engine.seed
+    seeds = []
+    for row in rows:
+        key = "\0".join(map(str, (base, row.get("id", row.get("problem")), *tags))).encode("utf-8")
+        # 31 bits: every backend's generator accepts it, and vLLM adds the sample index to it
+        seeds.append(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % (2**31 - 2**16))
+    return seeds
+
+
+def build_conversation(row: dict, config) -> list[dict]:
+    """The chat for one problem under the shared prompt contract (`config.prompt`), as sft and rl trained on it."""
+    return prompting.build_conversation(row, config.prompt)
+
+
 def problem_chat(row: dict, config) -> list[dict]:
     """The chat that asks `row['problem']`, built by the predict stage's own prompt template.
 
     Every strategy starts from exactly the conversation plain self-consistency uses, so a
     comparison between strategies changes only the strategy.
     """
-    from ftllm.infer import predict
-
-    return predict.build_conversation(row, config)
+    return build_conversation(row, config)
 
 
 def break_ties(engine, prompt_of: Callable[[int, int], list[int]], samples: list[list[Completion]],

@@ -244,3 +244,14 @@ def render_table(metrics_paths: Sequence[str | Path], ks: Sequence[int] = TABLE_
 
 def _pct(value) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
+
+
+def evaluate_stage(config: EvaluateConfig, predictions_dir: str | Path, gold_path: str | Path,
+                   plot: str | Path | None = None) -> dict:
+    """The `evaluate` stage: grade, write the accuracy-vs-k rows to `plot`; returns the flat metrics."""
+    from ftllm.io import write_json
+
+    result, points = evaluate(config, predictions_dir, gold_path)
+    if plot is not None:
+        write_json(plot, points)
+    return result

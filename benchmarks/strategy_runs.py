@@ -1,6 +1,7 @@
 """Run several strategies on the same problems with one engine and tabulate accuracy and cost.
 
-Used by `benchmarks/strategies.py` and `benchmarks/budget_vs_fixed.py`:
+Shared by the benchmark scripts beside it (`strategies.py`, `budget_vs_fixed.py`, `predict_overhead.py`),
+which import it as `strategy_runs` (a script's own folder is first on sys.path):
 
     table = compare(engine, rows, {"sc": (run_sc, config), "rsa": (run_rsa, rsa_config)})
 
