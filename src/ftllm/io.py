@@ -1,14 +1,18 @@
 """Reading and writing records: JSONL and Parquet, with file:line errors and atomic writes.
 
 Every stage writes through this module so that a crash never leaves a file or a
-folder that looks complete: data goes to `<name>.tmp` first and is renamed into
-place only when whole.
+folder that looks complete: data goes to a temporary unique to the writer first and is
+renamed into place only when whole, and two writers of one output never interleave (a lock).
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -42,28 +46,84 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool
     return rows
 
 
+_HELD: set[str] = set()  # lock files this process holds
+
+
+class OutputBusy(InputError):
+    """Another process is writing the same output right now."""
+
+
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
+    # unique per writer: a second writer never deletes or renames the first one's temporary
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on writing `path`; a second writer fails at once with OutputBusy.
+
+    The lock is an flock on `.<name>.lock` beside `path`, removed on release (so no lock file is
+    left inside an output folder). A kill releases it: the kernel drops the flock with the process.
+    """
+    path = Path(path)
+    lock_path = path.with_name(f".{path.name}.lock")
+    key = os.path.abspath(lock_path)
+    if key in _HELD:  # re-entered by this process (a stage locks its --out, then writes it atomically)
+        yield
+        return
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputBusy(f"{path}: another process is writing this output (lock {lock_path}); "
+                             "wait for it or choose another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed that lock file on release: lock the new one
+    _HELD.add(key)
+    try:
+        yield
+    finally:
+        _HELD.discard(key)
+        with contextlib.suppress(FileNotFoundError):
+            lock_path.unlink()
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
 
-    Works for files and folders (checkpoints). A failed block removes the temporary.
+    Works for files and folders (checkpoints). The output is locked for the whole block (see
+    `output_lock`), the temporary's name is unique to this writer, and temporaries that killed
+    writers left behind are removed first. A failed block removes its temporary. Readers see the
+    old output or the new one, never a half one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    _remove(tmp)
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    tmp.replace(path)
+    with output_lock(path):
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+            _remove(stale)  # we hold the lock, so no live writer owns these
+        tmp = _tmp_name(path)
+        try:
+            yield tmp
+        except BaseException:
+            _remove(tmp)
+            raise
+        if path.is_dir() and not path.is_symlink():
+            # move the old folder aside first: at no moment is a half-deleted folder at `path`
+            old = _tmp_name(path)
+            path.replace(old)
+            tmp.replace(path)
+            _remove(old)
+        else:
+            tmp.replace(path)
 
 
 def _remove(path: Path) -> None:

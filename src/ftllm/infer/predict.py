@@ -134,16 +134,18 @@ def sample_records(rows: list[dict], results: list[StrategyResult], votes: list)
 
 def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
     """Run the strategy on `rows`; write predictions.jsonl (input fields + output) and samples.parquet atomically."""
-    from ftllm.io import atomic_path, write_jsonl, write_parquet
+    from ftllm.io import atomic_path, output_lock, write_jsonl, write_parquet
 
     start = time.monotonic()
-    results = run_predictions(config, rows)
-    votes = annotate_votes(config, rows, results)
-    predictions = [{**row, "output": result.output or EMPTY_OUTPUT} for row, result in zip(rows, results)]
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        write_jsonl(tmp / "predictions.jsonl", predictions)
-        write_parquet(tmp / "samples.parquet", sample_records(rows, results, votes))
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out_dir):  # taken before generating: a second run on the same --out stops at once
+        results = run_predictions(config, rows)
+        votes = annotate_votes(config, rows, results)
+        predictions = [{**row, "output": result.output or EMPTY_OUTPUT} for row, result in zip(rows, results)]
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir(parents=True)
+            write_jsonl(tmp / "predictions.jsonl", predictions)
+            write_parquet(tmp / "samples.parquet", sample_records(rows, results, votes))
     samples = sum(len(r.samples) for r in results)
     return {
         "problems": len(rows),
