@@ -25,14 +25,18 @@ class HFEngine(Engine):
     ) -> list[list[Completion]]:
         seed = sampling.seed if sampling.seed is not None else self.spec.seed
         torch.manual_seed(seed)
-        results: list[list[Completion]] = []
-        step = max(1, self.spec.batch_size)
-        for start in tqdm(range(0, len(prompts), step), desc="hf generate", disable=len(prompts) <= step):
-            batch = self._batch(prompts[start : start + step], sampling)
-            for prompt, completions in zip(prompts[start : start + step], batch) if on_finished else ():
-                on_finished(prompt, completions)
-            results.extend(batch)
-        return results
+
+        def generate(fitting: list[list[int]]) -> list[list[Completion]]:
+            results: list[list[Completion]] = []
+            step = max(1, self.spec.batch_size)
+            for start in tqdm(range(0, len(fitting), step), desc="hf generate", disable=len(fitting) <= step):
+                batch = self._batch(fitting[start : start + step], sampling)
+                for prompt, completions in zip(fitting[start : start + step], batch) if on_finished else ():
+                    on_finished(prompt, completions)
+                results.extend(batch)
+            return results
+
+        return self.within_length(prompts, sampling, on_finished, generate)
 
     @torch.inference_mode()
     def score_ids(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float | None]:
@@ -55,7 +59,8 @@ class HFEngine(Engine):
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
         do_sample = sampling.temperature > 0
         kwargs = dict(
-            max_new_tokens=sampling.max_new_tokens,
+            # prompt + generation stay within max_model_len, as vLLM's do (within_length left room for one)
+            max_new_tokens=min(sampling.max_new_tokens, self.spec.max_model_len - width),
             do_sample=do_sample,
             num_return_sequences=sampling.n,
             pad_token_id=pad,

@@ -78,11 +78,16 @@ class VLLMEngine(Engine):
         self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None = None
     ) -> list[list[Completion]]:
         params = self.sampling_params(sampling)
-        requests = [{"prompt_token_ids": p} for p in prompts]
         report = (lambda out: on_finished(list(out.prompt_token_ids), _completions(out))) if on_finished else None
-        with _finished_requests(self.llm, report):
-            outputs = self.llm.generate(requests, params, use_tqdm=_progress_bar_wanted())
-        return [_completions(out) for out in outputs]
+
+        def generate(fitting: list[list[int]]) -> list[list[Completion]]:
+            # vLLM raises for the whole batch when one prompt exceeds max_model_len: they never reach it
+            with _finished_requests(self.llm, report):
+                outputs = self.llm.generate([{"prompt_token_ids": p} for p in fitting], params,
+                                            use_tqdm=_progress_bar_wanted())
+            return [_completions(out) for out in outputs]
+
+        return self.within_length(prompts, sampling, on_finished, generate)
 
     def score_ids(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float | None]:
         """One prefill of prompt + continuation with `prompt_logprobs=0`: the continuation tokens' logprobs."""

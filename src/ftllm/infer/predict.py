@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ftllm.engine.base import PROMPT_TOO_LONG
 from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties
 
 TEMPLATE_FIELDS = ("problem", "category", "unit")
@@ -153,6 +154,10 @@ def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
         "tokens": sum(r.tokens for r in results),
         "unparseable_samples": sum(v.n_unparseable for v in votes),
         "empty_outputs": sum(p["output"] == EMPTY_OUTPUT for p in predictions),
+        # rows whose prompt did not fit engine.max_model_len: not generated, output empty (logged by the engine)
+        "prompts_too_long": sum(
+            bool(r.samples) and all(c.finish_reason == PROMPT_TOO_LONG for c in r.samples) for r in results
+        ),
         "seconds": round(time.monotonic() - start, 3),
     }
 
