@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import time
@@ -44,6 +45,29 @@ def _limit_memory() -> None:
         pass  # not Linux: rely on the time limit alone
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, inherited=()) -> None:
+    """Make this forked child end with its parent (call first thing in the child).
+
+    The kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG), however the parent ends:
+    SIGKILL, SIGTERM or a crash. `inherited` are the parent's ends of pipes that fork copied
+    into the child: closed here, so a blocked `recv` sees EOF once the parent's copy is gone too.
+    """
+    for conn in inherited:
+        if conn is not None:
+            conn.close()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the closed pipe ends still stop the child on its next recv
+    if os.getppid() != parent_pid:
+        os._exit(0)  # the parent died before the signal was armed
+
+
 def own_progress_lock() -> None:
     """Give this forked process its own tqdm lock (call first thing in a forked child).
 
@@ -61,8 +85,9 @@ def own_progress_lock() -> None:
             cls.set_lock(threading.RLock())
 
 
-def _serve(conn, fn: Callable) -> None:
-    """Worker loop: run tasks until the parent sends None."""
+def _serve(conn, fn: Callable, parent_pid: int, inherited) -> None:
+    """Worker loop: run tasks until the parent sends None or goes away."""
+    die_with_parent(parent_pid, inherited)
     own_progress_lock()
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # timeouts would print whole answers
     _limit_memory()
@@ -87,7 +112,9 @@ def _serve(conn, fn: Callable) -> None:
 class _Worker:
     def __init__(self, ctx, fn: Callable):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, fn), daemon=True)
+        # under fork the child gets a copy of our end (closed there); under spawn nothing is inherited
+        inherited = (self.conn,) if ctx.get_start_method() == "fork" else ()
+        self.proc = ctx.Process(target=_serve, args=(child, fn, os.getpid(), inherited), daemon=True)
         self.proc.start()
         child.close()
         self.task: int | None = None
