@@ -27,13 +27,13 @@ import click
               help="flat JSON: problems, samples, tokens, unparseable samples, seconds")
 def main(params: Path, model: str | None, input_path: Path, out: Path, metrics: Path | None) -> None:
     from ftllm.config import ConfigError, load_stage
-    from ftllm.infer.predict import predict, with_model
+    from ftllm.infer.predict import PROBLEM_TYPES, predict, with_model
     from ftllm.io import InputError, read_jsonl, write_json
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = with_model(load_stage(params, "predict"), model)
-        rows = read_jsonl(input_path, required=("id", "problem"))
+        rows = read_jsonl(input_path, required=("id", "problem"), types=PROBLEM_TYPES, unique="id")
         result = predict(config, rows, out)
     except (ConfigError, InputError) as err:
         raise click.ClickException(str(err)) from None

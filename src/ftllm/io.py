@@ -21,14 +21,46 @@ class InputError(ValueError):
     """Bad input data. The message is one line that names the file (and line)."""
 
 
-def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool = False) -> list[dict]:
-    """Read a JSONL file; every row must be an object holding the `required` fields."""
+# JSON types a row's id may have: text or an integer (never a bool, a float, null or a container)
+ID_TYPES = (str, int)
+
+
+def check_row(row: dict, where: str, required: Sequence[str] = (), types: dict | None = None,
+              null_is_missing: bool = False) -> None:
+    """Raise InputError at `where` (file:line) for a missing field or a field of the wrong JSON type.
+
+    In Parquet every row has every column, so there a null counts as missing (`null_is_missing`).
+    """
+    missing = [k for k in required if k not in row or null_is_missing and row[k] is None]
+    if missing:
+        raise InputError(f"{where}: missing required field(s) {', '.join(missing)}")
+    for key, allowed in (types or {}).items():
+        if key in row and (row[key] is not None or key in required):  # a required field may not be null
+            value = row[key]
+            if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+                names = " or ".join(t.__name__ for t in allowed)
+                raise InputError(f"{where}: field {key} must be {names}, got {type(value).__name__} {value!r:.60}")
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool = False,
+               types: dict | None = None, unique: str | None = None) -> list[dict]:
+    """Read a JSONL file; every row must be an object holding the `required` fields.
+
+    `types` maps fields to the Python types their JSON values may have; `unique` names a field
+    no two rows may share (the error names both lines). Every error names the file and line,
+    including bytes that are not UTF-8.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     rows: list[dict] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    first_line: dict = {}
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{path}:{lineno}: not UTF-8 (byte {err.start} of the line)") from None
             if not line.strip():
                 continue
             try:
@@ -37,9 +69,13 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool
                 raise InputError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise InputError(f"{path}:{lineno}: missing required field(s) {', '.join(missing)}")
+            check_row(row, f"{path}:{lineno}", required, types)
+            if unique is not None and unique in row:
+                key = (type(row[unique]).__name__, row[unique]) if isinstance(row[unique], (str, int)) else None
+                if key in first_line:
+                    raise InputError(f"{path}:{lineno}: duplicate {unique} {row[unique]!r} "
+                                     f"(first on line {first_line[key]})")
+                first_line[key] = lineno
             rows.append(row)
     if not rows and not allow_empty:
         raise InputError(f"{path}: file is empty")
@@ -194,12 +230,13 @@ def read_parquet(path: str | Path) -> list[dict]:
         raise InputError(f"{path}: not a readable Parquet file ({err})") from None
 
 
-def read_records(path: str | Path, required: Sequence[str] = (), allow_empty: bool = False) -> list[dict]:
+def read_records(path: str | Path, required: Sequence[str] = (), allow_empty: bool = False,
+                 types: dict | None = None) -> list[dict]:
     """Read `.jsonl` or `.parquet` (or every such file in a folder, sorted) into rows."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet"))
-        rows = [r for p in files for r in read_records(p, required, allow_empty=True)]
+        rows = [r for p in files for r in read_records(p, required, allow_empty=True, types=types)]
         if not rows and not allow_empty:
             raise InputError(f"{path}: folder holds no rows")
         return rows
@@ -208,11 +245,9 @@ def read_records(path: str | Path, required: Sequence[str] = (), allow_empty: bo
         if not rows and not allow_empty:
             raise InputError(f"{path}: file is empty")
         for i, row in enumerate(rows, start=1):
-            missing = [k for k in required if k not in row or row[k] is None]
-            if missing:
-                raise InputError(f"{path}: row {i}: missing required field(s) {', '.join(missing)}")
+            check_row(row, f"{path}: row {i}", required, types, null_is_missing=True)
         return rows
-    return read_jsonl(path, required, allow_empty)
+    return read_jsonl(path, required, allow_empty, types)
 
 
 def write_records(path: str | Path, rows: Sequence[dict]) -> int:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import time
 from pathlib import Path
 from typing import Callable
 
 from ftllm.engine.base import PROMPT_TOO_LONG
+from ftllm.io import ID_TYPES
 from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties
 
 TEMPLATE_FIELDS = ("problem", "category", "unit")
@@ -66,6 +68,18 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
         StrategyResult(v.output or EMPTY_OUTPUT, list(cs), sum(c.num_tokens for c in cs), seconds, {"vote": v})
         for cs, v in zip(samples, votes)
     ]
+
+
+# JSON types of the problem fields predict reads (ids: text or integer). Ids must be unique: the
+# competition takes one output per id, so a duplicate is an error naming both lines, not a warning.
+PROBLEM_TYPES = {"id": ID_TYPES, "problem": (str,), "category": (str,), "unit": (str,), "evaluation_method": (str,)}
+# control characters (C0 but tab and newline, DEL, C1): never written into `output`
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_output(text: str) -> str:
+    """`text` without control characters (a NUL in an answer would otherwise reach the output file)."""
+    return CONTROL_CHARACTERS.sub("", text)
 
 
 # name -> function, or "module:function" imported on first use (strategies owned by other modules)
@@ -142,7 +156,8 @@ def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
     with output_lock(out_dir):  # taken before generating: a second run on the same --out stops at once
         results = run_predictions(config, rows)
         votes = annotate_votes(config, rows, results)
-        predictions = [{**row, "output": result.output or EMPTY_OUTPUT} for row, result in zip(rows, results)]
+        predictions = [{**row, "output": clean_output(result.output) or EMPTY_OUTPUT}
+                       for row, result in zip(rows, results)]
         with atomic_path(out_dir) as tmp:
             tmp.mkdir(parents=True)
             write_jsonl(tmp / "predictions.jsonl", predictions)
