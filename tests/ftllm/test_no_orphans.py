@@ -43,12 +43,13 @@ def survivors(procs: dict[int, str]) -> list[int]:
     return [pid for pid, start in procs.items() if (st := _stat(pid)) and st[1] != "Z" and st[2] == start]
 
 
-def start_predict(tmp_path: Path, model: Path, workers: int = 2) -> subprocess.Popen:
+def start_predict(tmp_path: Path, model: Path, workers: int = 2, backend: str = "hf") -> subprocess.Popen:
     problems = tmp_path / "problems.jsonl"
     problems.write_text("".join(json.dumps({"id": i, "problem": f"{i} + {i} = ?"}) + "\n" for i in range(64)))
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"predict": {
-        "engine": {"model": str(model), "backend": "hf", "dtype": "float32", "max_model_len": 1024, "batch_size": 2},
+        "engine": {"model": str(model), "backend": backend, "dtype": "float32", "max_model_len": 1024, "batch_size": 2,
+                   "enforce_eager": True},
         "sampling": {"n": 4, "temperature": 1.0, "max_new_tokens": 512, "seed": 0}, "parse_workers": workers,
     }}))
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
@@ -83,6 +84,30 @@ def test_killing_predict_leaves_no_descendant(tmp_path, tiny_model, sig):
             time.sleep(0.1)
         assert survivors(family) == [], f"orphans after {sig.name}: {survivors(family)}"
         assert not (tmp_path / "out").exists()  # and no half output
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_killing_predict_on_vllm_leaves_no_descendant(tmp_path, tiny_model):
+    """vLLM adds its engine-core process; it too must go when predict is killed."""
+    pytest.importorskip("vllm")
+    proc = start_predict(tmp_path, tiny_model, backend="vllm")
+    try:
+        wait_for_children(proc, 4, timeout=300)  # voter, two workers and vLLM's engine core
+        time.sleep(2.0)
+        family = descendants(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while survivors(family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in survivors(family)}
+        assert left == {}, f"orphans after SIGKILL: {left}"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)

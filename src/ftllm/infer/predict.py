@@ -151,7 +151,10 @@ def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
     """Run the strategy on `rows`; write predictions.jsonl (input fields + output) and samples.parquet atomically."""
     from ftllm.io import atomic_path, output_lock, write_jsonl, write_parquet
 
+    from ftllm.infer.pool import start_reaper
+
     start = time.monotonic()
+    start_reaper()  # vLLM's engine processes, the voter and its workers all go if this process is killed
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     with output_lock(out_dir):  # taken before generating: a second run on the same --out stops at once
         results = run_predictions(config, rows)
