@@ -146,3 +146,17 @@ def test_control_characters_never_reach_the_output(tmp_path, monkeypatch):
     raw = (tmp_path / "out" / "predictions.jsonl").read_bytes()
     assert b"\\u0000" not in raw and b"\x00" not in raw
     assert json.loads(raw)["output"] == "\\boxed{1 2}"
+
+
+def test_judge_and_training_readers_check_types(tmp_path):
+    from ftllm.judge import read_shards
+    from ftllm.train.rl import load_prompts
+
+    shard = tmp_path / "shard-0.parquet"
+    write_parquet(shard, [{"id": "a", "problem": "p", "solution": "s", "answer": 3}])
+    with pytest.raises(InputError, match=r"shard-0\.parquet: row 1: field answer must be str, got int"):
+        read_shards([shard])
+    judged = tmp_path / "kept.parquet"
+    write_parquet(judged, [{"id": "a", "problem": 12, "answer": "3"}])
+    with pytest.raises(InputError, match=r"kept\.parquet: row 1: field problem must be str, got int"):
+        load_prompts(judged, config=None)
