@@ -6,7 +6,6 @@ byte-identical files to the uninterrupted run.
 """
 import json
 import random
-import signal
 import subprocess
 import sys
 import time

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ftllm.io import InputError, OutputBusy, atomic_path, output_lock, read_jsonl, read_records, write_jsonl, write_parquet
+from ftllm.io import InputError, atomic_path, output_lock, read_jsonl, read_records, write_jsonl, write_parquet
 
 
 def test_roundtrip_jsonl_and_parquet(tmp_path):

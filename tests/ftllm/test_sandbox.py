@@ -7,7 +7,6 @@ worked; the host side is checked too (files, processes, the parent's environment
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -240,6 +239,19 @@ def test_fork_bombs_hit_the_process_limit(code):
     assert not result.timed_out  # the bomb ran out of processes long before the clock
     assert "Resource temporarily unavailable" in result.stderr or "can't start new thread" in result.stderr
     assert time.monotonic() - start < 10
+
+
+def test_the_process_limit_is_per_sandbox():
+    """Sandboxes running side by side (TIR's workers) each get the whole limit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    code = ("import os, time\nkids = []\nfor _ in range(10):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        time.sleep(1)\n        os._exit(0)\n    kids.append(pid)\n"
+            "print(sum(os.waitpid(k, 0)[1] == 0 for k in kids))")
+    limits = SandboxLimits(wall_timeout_s=20, max_processes=16, audit_hook=False, packages=())
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: run_code(code, limits), range(6)))
+    assert [r.output.strip() for r in results] == ["10"] * 6, [r.stderr for r in results]
 
 
 def test_audit_hook_is_a_second_layer():

@@ -46,6 +46,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -193,8 +194,16 @@ def _reachable(path: str) -> bool:
 _BULKY = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3"}
 
 
-@functools.lru_cache(maxsize=None)
+_MIRROR_LOCK = threading.Lock()  # TIR starts sandboxes from several threads at once
+
+
 def _mirror(path: str, hidden: tuple[str, ...]) -> str:
+    with _MIRROR_LOCK:
+        return _make_mirror(path, hidden)
+
+
+@functools.lru_cache(maxsize=None)
+def _make_mirror(path: str, hidden: tuple[str, ...]) -> str:
     """A copy of `path` that uid 65534 can read, made of hard links (a copy across filesystems).
 
     The interpreter often lives where only root can go (pyenv under /root); the sandbox runs
