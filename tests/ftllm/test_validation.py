@@ -160,3 +160,14 @@ def test_judge_and_training_readers_check_types(tmp_path):
     write_parquet(judged, [{"id": "a", "problem": 12, "answer": "3"}])
     with pytest.raises(InputError, match=r"kept\.parquet: row 1: field problem must be str, got int"):
         load_prompts(judged, config=None)
+
+
+def test_engines_strip_control_characters_from_generated_text():
+    from types import SimpleNamespace
+
+    from ftllm.engine.vllm import _completions
+
+    out = SimpleNamespace(outputs=[SimpleNamespace(text="x \\boxed{1\x00 2}\x1b", token_ids=[1, 2],
+                                                    cumulative_logprob=-1.0, finish_reason="stop")])
+    (c,) = _completions(out)
+    assert c.text == "x \\boxed{1 2}"

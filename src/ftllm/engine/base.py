@@ -4,6 +4,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
+import re
 from typing import Callable, Sequence
 
 from ftllm.config import EngineSpec, SamplingSpec
@@ -13,6 +14,15 @@ log = logging.getLogger(__name__)
 
 # finish_reason of the completions an over-long prompt gets instead of a crash (see `within_length`)
 PROMPT_TOO_LONG = "prompt_too_long"
+# control characters (C0 but tab and newline, DEL, C1): a model's NUL or escape sequence is never part
+# of an answer, and a NUL inside \boxed{} would otherwise split what the grader reads
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_controls(text: str) -> str:
+    return CONTROL_CHARACTERS.sub("", text)
+
+
 # A prompt with more characters than this many per allowed token is over-long without tokenizing it:
 # tokenizing megabytes of text costs far more memory than the check is worth. Byte-level BPE tokens
 # of ordinary text cover a few characters each; 32 leaves room for long runs of spaces or digits.

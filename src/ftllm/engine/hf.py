@@ -5,7 +5,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine, OnFinished
+from ftllm.engine.base import Completion, Engine, OnFinished, strip_controls
 
 
 class HFEngine(Engine):
@@ -89,7 +89,7 @@ class HFEngine(Engine):
                     break
                 ids.append(tok)
             text = self.tokenizer.decode(ids, skip_special_tokens=sampling.skip_special_tokens)
-            text, stopped = _cut_at_stop(text, sampling.stop)
+            text, stopped = _cut_at_stop(strip_controls(text), sampling.stop)
             logprob = float(row_scores[: len(ids)].float().sum()) if ids else 0.0
             completions.append(Completion(text, len(ids), logprob, "stop" if stopped else finish, token_ids=ids))
         n = sampling.n

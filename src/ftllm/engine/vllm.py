@@ -12,7 +12,7 @@ import logging
 import os
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine, OnFinished
+from ftllm.engine.base import Completion, Engine, OnFinished, strip_controls
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class VLLMEngine(Engine):
 def _completions(out) -> list[Completion]:
     return [
         Completion(
-            text=c.text,
+            text=strip_controls(c.text),
             num_tokens=len(c.token_ids),
             cumulative_logprob=c.cumulative_logprob,
             finish_reason="length" if c.finish_reason == "length" else "stop",

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import re
 import time
 from pathlib import Path
 from typing import Callable
 
-from ftllm.engine.base import PROMPT_TOO_LONG
+from ftllm.engine.base import PROMPT_TOO_LONG, strip_controls
 from ftllm.io import ID_TYPES
 from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties
 
@@ -73,13 +72,11 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
 # JSON types of the problem fields predict reads (ids: text or integer). Ids must be unique: the
 # competition takes one output per id, so a duplicate is an error naming both lines, not a warning.
 PROBLEM_TYPES = {"id": ID_TYPES, "problem": (str,), "category": (str,), "unit": (str,), "evaluation_method": (str,)}
-# control characters (C0 but tab and newline, DEL, C1): never written into `output`
-CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def clean_output(text: str) -> str:
-    """`text` without control characters (a NUL in an answer would otherwise reach the output file)."""
-    return CONTROL_CHARACTERS.sub("", text)
+    """`text` without control characters, whatever strategy or engine produced it."""
+    return strip_controls(text)
 
 
 # name -> function, or "module:function" imported on first use (strategies owned by other modules)
