@@ -28,6 +28,18 @@ BARE = SandboxLimits(wall_timeout_s=6, cpu_time_s=3, memory_mb=512, max_output_c
                      packages=())
 
 
+# The first escape of issue 18: the audit hook lives in the runner's module, which the snippet reaches
+# through sys.modules['__main__']; this disarms that hook (and the one of this sandbox, via its
+# default argument), so what still holds afterwards is the namespaces alone.
+DISARM_HOOK = (
+    "import sys\n"
+    "_g = sys.modules['__main__'].__dict__\n"
+    "_g.update(DENIED=(), PATH_WRITES=(), read_files=set(), inside=lambda *a: True)\n"
+    "if callable(_g.get('hook')) and _g['hook'].__defaults__:\n"
+    "    _g['hook'].__defaults__ = (frozenset(),)\n"
+)
+
+
 def attempt(body: str) -> str:
     """A snippet that prints ESCAPED when `body` runs without raising."""
     indented = "\n".join("    " + line for line in body.splitlines())
@@ -86,14 +98,11 @@ def test_escape_by_rewriting_the_hooks_globals(tmp_path):
     """The first escape of issue 18: rewrite the audit hook's globals through sys.modules['__main__']."""
     target = Path("/tmp") / f"ftllm-escape-{uuid.uuid4().hex}"
     code = (
-        "import sys, os\n"
-        "g = sys.modules['__main__'].__dict__\n"
-        "for k in list(g):\n"
-        "    if isinstance(g[k], (tuple, frozenset, set)):\n"
-        "        g[k] = ()\n"
+        DISARM_HOOK + "import os\n"
         + attempt("print(open('/etc/passwd').read())") + "\n"
         + f"open({str(target)!r}, 'w').write('x')  # lands in the sandbox's private /tmp\n"
-        + attempt("assert os.system('id') == 0")
+        + attempt("assert os.system('id') == 0") + "\n"
+        + attempt("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=1)")
     )
     result = run_code(code, LIMITS)
     assert "ESCAPED" not in result.output, result.output
@@ -102,27 +111,38 @@ def test_escape_by_rewriting_the_hooks_globals(tmp_path):
 
 
 def test_escape_through_fchdir_and_dir_fd(tmp_path):
-    """The second escape of issue 18: fchdir into another folder, then relative opens with dir_fd."""
+    """The second escape of issue 18: relative opens against a descriptor of another folder (dir_fd,
+    fchdir) were checked against the working folder. Targets: a host folder, and site-packages, which
+    the old audit hook let the snippet open because imports need it."""
+    import sympy
+
     (tmp_path / "secret.txt").write_text("top-secret")
-    code = (
-        "import os\n"
-        + attempt(f"fd = os.open({str(tmp_path)!r}, os.O_RDONLY)\nos.fchdir(fd)\n"
-                  "print(os.read(os.open('secret.txt', os.O_RDONLY, dir_fd=fd), 100))") + "\n"
-        + attempt("fd = os.open('/', os.O_RDONLY)\n"
-                  f"w = os.open({str(tmp_path.relative_to('/') / 'planted')!r}, os.O_WRONLY | os.O_CREAT, dir_fd=fd)\n"
-                  "os.write(w, b'x')")
+    planted = f"ftllm-planted-{uuid.uuid4().hex}"
+    targets = [tmp_path, Path(sympy.__file__).parents[1]]
+    code = "import os\n" + "\n".join(
+        attempt(f"fd = os.open({str(folder)!r}, os.O_RDONLY)\n"
+                f"w = os.open({planted!r}, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)\nos.write(w, b'x')")
+        + "\n"
+        + attempt(f"fd = os.open({str(folder)!r}, os.O_RDONLY)\nos.fchdir(fd)\n"
+                  "print(os.read(os.open('secret.txt', os.O_RDONLY, dir_fd=fd), 100))")
+        for folder in targets
     )
-    for limits in (LIMITS, BARE):
-        result = run_code(code, limits)
-        assert "ESCAPED" not in result.output and "top-secret" not in result.output, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt"]
+    try:
+        for limits in (LIMITS, BARE):
+            result = run_code(code, limits)
+            assert "ESCAPED" not in result.output and "top-secret" not in result.output, result.output
+            assert result.output.count("blocked") == 4, result.output
+        assert [folder for folder in targets if (folder / planted).exists()] == []
+    finally:
+        for folder in targets:
+            (folder / planted).unlink(missing_ok=True)
 
 
 def test_parent_environment_is_not_readable(monkeypatch):
     secret = "fake-aws-secret-" + uuid.uuid4().hex
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     code = (
-        "import os\n"
+        DISARM_HOOK + "import os\n"
         "print(dict(os.environ))\n"
         "for pid in [os.getppid(), 1, " + str(os.getpid()) + "] + [p for p in os.listdir('/proc') if p.isdigit()]:\n"
         "    try:\n"
@@ -130,7 +150,7 @@ def test_parent_environment_is_not_readable(monkeypatch):
         "    except OSError as e:\n"
         "        print(pid, 'blocked', e)\n"
     )
-    result = run_code(code, BARE)
+    result = run_code(code, LIMITS)
     assert result.ok, result.stderr
     assert secret not in result.output
     assert "AWS_SECRET_ACCESS_KEY" not in result.output
@@ -140,7 +160,7 @@ def test_parent_environment_is_not_readable(monkeypatch):
 def test_setsid_grandchild_dies_with_the_snippet(hang):
     marker = "ftllm-grandchild-" + uuid.uuid4().hex
     code = (
-        "import os, sys, time\n"
+        DISARM_HOOK + "import os, sys, time\n"
         "if os.fork() == 0:\n"
         "    os.setsid()\n"
         "    if os.fork() == 0:\n"
@@ -150,7 +170,7 @@ def test_setsid_grandchild_dies_with_the_snippet(hang):
         "print('spawned', flush=True)\n"
         + ("time.sleep(60)\n" if hang else "")
     )
-    result = run_code(code, SandboxLimits(wall_timeout_s=3, audit_hook=False, packages=()))
+    result = run_code(code, SandboxLimits(wall_timeout_s=3))
     assert result.output.startswith("spawned")
     assert result.timed_out == hang
     deadline = time.monotonic() + 2
