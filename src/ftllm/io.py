@@ -47,7 +47,7 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool
     """Read a JSONL file; every row must be an object holding the `required` fields.
 
     `types` maps fields to the Python types their JSON values may have; `unique` names a field
-    no two rows may share (the error names both lines). Every error names the file and line,
+    no two rows may share (the error names both lines) and whose values all have one type. Every error names the file and line,
     including bytes that are not UTF-8.
     """
     path = Path(path)
@@ -55,6 +55,7 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool
         raise InputError(f"{path}: file not found")
     rows: list[dict] = []
     first_line: dict = {}
+    first_kind: tuple[str, int] | None = None
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
@@ -71,7 +72,14 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             check_row(row, f"{path}:{lineno}", required, types)
             if unique is not None and unique in row:
-                key = (type(row[unique]).__name__, row[unique]) if isinstance(row[unique], (str, int)) else None
+                kind = type(row[unique]).__name__
+                if first_kind is None:
+                    first_kind = (kind, lineno)
+                elif kind != first_kind[0]:
+                    # a column of one type: Parquet (samples.parquet) cannot hold a mix
+                    raise InputError(f"{path}:{lineno}: {unique} {row[unique]!r} is {kind}, but the {unique} on line "
+                                     f"{first_kind[1]} is {first_kind[0]}; use one type for every {unique}")
+                key = (kind, row[unique]) if isinstance(row[unique], (str, int)) else None
                 if key in first_line:
                     raise InputError(f"{path}:{lineno}: duplicate {unique} {row[unique]!r} "
                                      f"(first on line {first_line[key]})")

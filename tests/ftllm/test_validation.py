@@ -26,8 +26,9 @@ def test_duplicate_ids_are_an_error_naming_both_lines(tmp_path):
     path.write_text('{"id": "a", "problem": "x"}\n{"id": "b", "problem": "y"}\n\n{"id": "a", "problem": "z"}\n')
     with pytest.raises(InputError, match=r"p\.jsonl:4: duplicate id 'a' \(first on line 1\)"):
         read_jsonl(path, unique="id")
-    path.write_text('{"id": 1, "problem": "x"}\n{"id": "1", "problem": "y"}\n')
-    assert len(read_jsonl(path, unique="id")) == 2  # 1 and "1" are different ids in JSON
+    path.write_text('{"id": 1, "problem": "x"}\n{"id": "b", "problem": "y"}\n')
+    with pytest.raises(InputError, match=r"p\.jsonl:2: id 'b' is str, but the id on line 1 is int"):
+        read_jsonl(path, unique="id")  # samples.parquet could not hold both: caught before generating
 
 
 @pytest.mark.parametrize("row, message", [
