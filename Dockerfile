@@ -14,13 +14,14 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Ubuntu 24.04's python3.12 is the interpreter the lock is resolved for. gcc, libc6-dev and the Python
 # headers are there because Triton (used by vLLM and flashinfer) compiles small launcher stubs at run
-# time; git because DVC drives it. No version pins here (DL3008): Ubuntu's archive drops superseded
+# time; git because DVC drives it; bubblewrap is TIR's sandbox (it needs user namespaces, so the container
+# must run with a seccomp profile that allows them). No version pins here (DL3008): Ubuntu's archive drops superseded
 # versions, so exact pins would break the build within weeks. None of these packages computes results;
 # everything that does is hash-pinned in the lock file below.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        ca-certificates gcc git libc6-dev python3.12 python3.12-dev python3.12-venv \
+        bubblewrap ca-certificates gcc git libc6-dev python3.12 python3.12-dev python3.12-venv \
     && rm -rf /var/lib/apt/lists/*
 
 # A non-root user. The ubuntu base already owns uid 1000 under the name "ubuntu"; hand that uid to ftllm

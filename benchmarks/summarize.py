@@ -109,6 +109,16 @@ def strategy_table(d: dict):
     return figure or "—", "—", None
 
 
+def sandbox_overhead(d: dict):
+    snippets = d.get("snippets") or {}
+    figure = "; ".join(
+        f"{name}: {_num(s.get('sandbox_ms'), '.0f')} ms in the sandbox vs {_num(s.get('plain_subprocess_ms'), '.0f')} ms "
+        "as a plain subprocess"
+        for name, s in snippets.items()
+    )
+    return figure or "—", "—", None
+
+
 def generic(d: dict):
     numbers = [f"{k} {_num(v)}" for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return ", ".join(numbers[:4]) or "—", str(d.get("target", "—")), None
@@ -127,6 +137,7 @@ SUMMARIZERS = {
     "rl_weights": rl_weights,
     "budget_vs_fixed": strategy_table,
     "strategies": strategy_table,
+    "sandbox_overhead": sandbox_overhead,
 }
 
 

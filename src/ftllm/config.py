@@ -47,9 +47,11 @@ def _build(cls: Any, value: Any, where: str) -> Any:
             elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{key}: required key is missing")
         try:
-            return cls(**kwargs)
+            built = cls(**kwargs)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}: {err}") from err
+        check_ranges(built, where)
+        return built
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
@@ -64,6 +66,8 @@ def _build(cls: Any, value: Any, where: str) -> Any:
         return value
     if cls is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if cls is float:
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
     if cls in (int, str, bool) and not isinstance(value, cls):
         raise ConfigError(f"{where}: expected {cls.__name__}, got {value!r}")
     if cls is int and isinstance(value, bool):
@@ -71,12 +75,57 @@ def _build(cls: Any, value: Any, where: str) -> Any:
     return value
 
 
+# Ranges every config obeys, by field name wherever the field sits (one rule, every stage's section).
+# A field holding None (an optional "auto") is not checked.
+RANGES: dict[str, tuple[str, Any]] = {
+    "temperature": (">=", 0),
+    "top_p": (">", 0),
+    "workers": (">=", 0),
+    "max_model_len": (">", 0),
+    "batch_size": (">", 0),
+}
+
+
+def _range_rule(name: str) -> tuple[str, Any] | None:
+    if name in RANGES:
+        return RANGES[name]
+    if name.endswith("_workers"):
+        return RANGES["workers"]
+    if name.endswith("temperature"):
+        return RANGES["temperature"]
+    if name.endswith("timeout_s"):
+        return (">", 0)
+    return None
+
+
+def check_ranges(config: Any, where: str) -> None:
+    """Raise ConfigError naming the dotted key when a numeric field breaks its rule in RANGES."""
+    for field in dataclasses.fields(config):
+        rule = _range_rule(field.name)
+        value = getattr(config, field.name)
+        if rule is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        op, bound = rule
+        if not (value >= bound if op == ">=" else value > bound):
+            raise ConfigError(f"{where}.{field.name}: must be {op} {bound}, got {value!r}")
+        if field.name == "top_p" and value > 1:
+            raise ConfigError(f"{where}.top_p: must be <= 1, got {value!r}")
+
+
 def read_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: params file not found")
-    with path.open(encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with path.open(encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}{line}: YAML syntax error ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of stage sections")
     return data

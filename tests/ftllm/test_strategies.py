@@ -16,6 +16,10 @@ from ftllm.infer.strategies.retrieval import RetrievalConfig, few_shot_chat, mea
 from ftllm.infer.strategies.rsa import RSAConfig, aggregation_chat, run_rsa
 from ftllm.infer.strategies.s1 import S1Config, run_s1
 from ftllm.infer.strategies.tir import TIRConfig, build_program, find_code_block, run_tir
+from ftllm.infer.sandbox import sandbox_status
+
+# TIR runs model code only inside the sandbox; where no namespace can be made it refuses (test_sandbox.py)
+needs_sandbox = pytest.mark.skipif(sandbox_status() is not None, reason=f"no sandbox here: {sandbox_status()}")
 
 ROWS = [
     {"id": "a", "problem": "方程式 $2x + 3 = 7$ を解きなさい。", "evaluation_method": "soft"},
@@ -211,6 +215,7 @@ def test_s1_on_the_tiny_model(engine):
 
 # --- TIR ---------------------------------------------------------------------------------
 
+@needs_sandbox
 def test_find_code_block_and_build_program():
     tir = TIRConfig()
     text = "x\n```python\nprint(1)\n```\n```output\n1\n```\n```python\ny = 2\n```tail"
@@ -225,6 +230,7 @@ def test_find_code_block_and_build_program():
     assert run_code(program).output.strip() == "42"  # earlier cells re-run silently, state kept
 
 
+@needs_sandbox
 def test_tir_runs_code_and_feeds_the_output_back(tokenizer):
     def reply(prompt):
         if "```output\n42\n```" in prompt:
@@ -243,6 +249,7 @@ def test_tir_runs_code_and_feeds_the_output_back(tokenizer):
     assert result.samples[0].cumulative_logprob == -1.0  # two sampled pieces; the tool output is not sampled
 
 
+@needs_sandbox
 def test_tir_stops_after_max_calls(tokenizer):
     scripted = Scripted(tokenizer, lambda p: ("```python\nprint('again')\n```", "stop"))
     (result,) = run_tir(scripted, ROWS[:1], make_config(tir=TIRConfig(max_calls=3)))
@@ -251,6 +258,7 @@ def test_tir_stops_after_max_calls(tokenizer):
     assert result.output == "\\boxed{}" or result.output.startswith("\\boxed{")
 
 
+@needs_sandbox
 @pytest.mark.slow
 def test_tir_on_the_tiny_model(engine):
     results = run_tir(engine, ROWS, make_config(tir=TIRConfig(max_calls=1)))

@@ -3,11 +3,30 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
+import re
 from typing import Callable, Sequence
 
 from ftllm.config import EngineSpec, SamplingSpec
 
 Conversation = Sequence[dict]
+log = logging.getLogger(__name__)
+
+# finish_reason of the completions an over-long prompt gets instead of a crash (see `within_length`)
+PROMPT_TOO_LONG = "prompt_too_long"
+# control characters (C0 but tab and newline, DEL, C1): a model's NUL or escape sequence is never part
+# of an answer, and a NUL inside \boxed{} would otherwise split what the grader reads
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_controls(text: str) -> str:
+    return CONTROL_CHARACTERS.sub("", text)
+
+
+# A prompt with more characters than this many per allowed token is over-long without tokenizing it:
+# tokenizing megabytes of text costs far more memory than the check is worth. Byte-level BPE tokens
+# of ordinary text cover a few characters each; 32 leaves room for long runs of spaces or digits.
+MAX_CHARS_PER_TOKEN = 32
 
 
 @dataclasses.dataclass
@@ -17,7 +36,7 @@ class Completion:
     text: str
     num_tokens: int
     cumulative_logprob: float | None = None  # sum of the sampled tokens' log-probabilities
-    finish_reason: str = "stop"  # stop | length
+    finish_reason: str = "stop"  # stop | length | prompt_too_long
     token_ids: list[int] | None = None  # the sampled tokens, when the backend reports them (for `score_ids`)
 
 
@@ -67,18 +86,60 @@ class Engine(abc.ABC):
         return [None] * len(prompts)
 
     def render_chats(self, conversations: Sequence[Conversation], **template_kwargs) -> list[list[int]]:
-        """Token ids of each conversation under the model's (or the configured) chat template."""
+        """Token ids of each conversation under the model's (or the configured) chat template.
+
+        A conversation too long in characters to ever fit `max_model_len` is not tokenized; it gets
+        `over_long_ids()`, which `within_length` turns into that row's empty, reported completions.
+        """
         template = None
         if self.spec.chat_template:
             with open(self.spec.chat_template, encoding="utf-8") as f:
                 template = f.read()
-        return [render_chat(self.tokenizer, c, template, **template_kwargs) for c in conversations]
+        return [
+            self.over_long_ids() if sum(len(str(m.get("content", ""))) for m in c) > self.max_prompt_chars()
+            else render_chat(self.tokenizer, c, template, **template_kwargs)
+            for c in conversations
+        ]
 
     def generate(self, prompts: Sequence[str], sampling: SamplingSpec,
                  seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """Raw text prompts (no chat template); `n` completions for each."""
-        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        return self.generate_ids(ids, sampling, seeds=seeds) if seeds is not None else self.generate_ids(ids, sampling)
+        ids = [self.over_long_ids() if len(p) > self.max_prompt_chars()
+               else self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return self.generate_ids(ids, sampling)
+
+    def max_prompt_chars(self) -> int:
+        return self.spec.max_model_len * MAX_CHARS_PER_TOKEN
+
+    def over_long_ids(self) -> list[int]:
+        """Stands for a prompt known to be over-long without tokenizing it: as long as the limit."""
+        return [0] * self.spec.max_model_len
+
+    def within_length(
+        self, prompts: list[list[int]], sampling: SamplingSpec, on_finished: OnFinished | None,
+        generate: Callable[[list[list[int]]], list[list[Completion]]],
+    ) -> list[list[Completion]]:
+        """`generate` on the prompts that leave room for a token under `max_model_len`.
+
+        Each other prompt is reported (a warning naming its position) and gets `n` empty completions
+        with finish_reason `prompt_too_long`, so its row still has an output and the batch goes on.
+        """
+        limit = self.spec.max_model_len
+        results: list[list[Completion] | None] = [None] * len(prompts)
+        fits = []
+        for i, prompt in enumerate(prompts):
+            if len(prompt) < limit:
+                fits.append(i)
+                continue
+            log.warning("prompt %d is %s tokens, over max_model_len %d: it gets an empty output", i,
+                        f"{len(prompt)}" if len(prompt) > limit else f"at least {limit}", limit)
+            results[i] = [Completion("", 0, None, PROMPT_TOO_LONG) for _ in range(max(1, sampling.n))]
+            if on_finished:
+                on_finished(list(prompt), results[i])
+        if fits:
+            for i, completions in zip(fits, generate([prompts[i] for i in fits])):
+                results[i] = completions
+        return results
 
     def chat(
         self, conversations: Sequence[Conversation], sampling: SamplingSpec, seeds: Sequence[int] | None = None,

@@ -5,7 +5,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine, OnFinished
+from ftllm.engine.base import Completion, Engine, OnFinished, strip_controls
 
 
 class HFEngine(Engine):
@@ -26,18 +26,26 @@ class HFEngine(Engine):
     ) -> list[list[Completion]]:
         seed = sampling.seed if sampling.seed is not None else self.spec.seed
         torch.manual_seed(seed)
-        results: list[list[Completion]] = []
-        # per-request seeds: one prompt per call, its own seed first. A shared batch would draw all
-        # prompts' tokens from one generator, and left padding changes a prompt's logits slightly.
-        step = 1 if seeds is not None else max(1, self.spec.batch_size)
-        for start in tqdm(range(0, len(prompts), step), desc="hf generate", disable=len(prompts) <= step):
-            if seeds is not None:
-                torch.manual_seed(int(seeds[start]))
-            batch = self._batch(prompts[start : start + step], sampling)
-            for prompt, completions in zip(prompts[start : start + step], batch) if on_finished else ():
-                on_finished(prompt, completions)
-            results.extend(batch)
-        return results
+
+        # the seeds of the prompts within_length lets through, in the same order
+        fitting_seeds = None if seeds is None else [
+            request_seed for prompt, request_seed in zip(prompts, seeds) if len(prompt) < self.spec.max_model_len]
+
+        def generate(fitting: list[list[int]]) -> list[list[Completion]]:
+            results: list[list[Completion]] = []
+            # per-request seeds: one prompt per call, its own seed first. A shared batch would draw all
+            # prompts' tokens from one generator, and left padding changes a prompt's logits slightly.
+            step = 1 if fitting_seeds is not None else max(1, self.spec.batch_size)
+            for start in tqdm(range(0, len(fitting), step), desc="hf generate", disable=len(fitting) <= step):
+                if fitting_seeds is not None:
+                    torch.manual_seed(int(fitting_seeds[start]))
+                batch = self._batch(fitting[start : start + step], sampling)
+                for prompt, completions in zip(fitting[start : start + step], batch) if on_finished else ():
+                    on_finished(prompt, completions)
+                results.extend(batch)
+            return results
+
+        return self.within_length(prompts, sampling, on_finished, generate)
 
     @torch.inference_mode()
     def score_ids(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float | None]:
@@ -60,7 +68,8 @@ class HFEngine(Engine):
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
         do_sample = sampling.temperature > 0
         kwargs = dict(
-            max_new_tokens=sampling.max_new_tokens,
+            # prompt + generation stay within max_model_len, as vLLM's do (within_length left room for one)
+            max_new_tokens=min(sampling.max_new_tokens, self.spec.max_model_len - width),
             do_sample=do_sample,
             num_return_sequences=sampling.n,
             pad_token_id=pad,
@@ -89,7 +98,7 @@ class HFEngine(Engine):
                     break
                 ids.append(tok)
             text = self.tokenizer.decode(ids, skip_special_tokens=sampling.skip_special_tokens)
-            text, stopped = _cut_at_stop(text, sampling.stop)
+            text, stopped = _cut_at_stop(strip_controls(text), sampling.stop)
             logprob = float(row_scores[: len(ids)].float().sum()) if ids else 0.0
             completions.append(Completion(text, len(ids), logprob, "stop" if stopped else finish, token_ids=ids))
         n = sampling.n

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from tqdm.auto import tqdm
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine, OnFinished
+from ftllm.engine.base import Completion, Engine, OnFinished, strip_controls
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class HTTPEngine(Engine):
         return [self._completion(choice) for choice in choices]
 
     def _completion(self, choice: dict) -> Completion:
-        text = choice.get("text") or ""
+        text = strip_controls(choice.get("text") or "")
         logprobs = choice.get("logprobs") or {}
         token_logprobs = [lp for lp in (logprobs.get("token_logprobs") or []) if lp is not None]
         tokens = logprobs.get("tokens")

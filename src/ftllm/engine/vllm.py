@@ -13,7 +13,7 @@ import logging
 import os
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine, OnFinished
+from ftllm.engine.base import Completion, Engine, OnFinished, strip_controls
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,20 @@ class VLLMEngine(Engine):
     ) -> list[list[Completion]]:
         params = self.sampling_params(sampling)
         if seeds is not None:
-            # a seeded request samples from its own generator (sample j of n: seed + j), whatever the batch
-            params = [self.sampling_params(dataclasses.replace(sampling, seed=int(s))) for s in seeds]
-        requests = [{"prompt_token_ids": p} for p in prompts]
+            # a seeded request samples from its own generator (sample j of n: seed + j), whatever the batch;
+            # only the prompts within_length lets through are sent, so their seeds are picked the same way
+            params = [self.sampling_params(dataclasses.replace(sampling, seed=int(s)))
+                      for prompt, s in zip(prompts, seeds) if len(prompt) < self.spec.max_model_len]
         report = (lambda out: on_finished(list(out.prompt_token_ids), _completions(out))) if on_finished else None
-        with _finished_requests(self.llm, report):
-            outputs = self.llm.generate(requests, params, use_tqdm=_progress_bar_wanted())
-        return [_completions(out) for out in outputs]
+
+        def generate(fitting: list[list[int]]) -> list[list[Completion]]:
+            # vLLM raises for the whole batch when one prompt exceeds max_model_len: they never reach it
+            with _finished_requests(self.llm, report):
+                outputs = self.llm.generate([{"prompt_token_ids": p} for p in fitting], params,
+                                            use_tqdm=_progress_bar_wanted())
+            return [_completions(out) for out in outputs]
+
+        return self.within_length(prompts, sampling, on_finished, generate)
 
     def score_ids(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float | None]:
         """One prefill of prompt + continuation with `prompt_logprobs=0`: the continuation tokens' logprobs."""
@@ -120,7 +127,7 @@ class VLLMEngine(Engine):
 def _completions(out) -> list[Completion]:
     return [
         Completion(
-            text=c.text,
+            text=strip_controls(c.text),
             num_tokens=len(c.token_ids),
             cumulative_logprob=c.cumulative_logprob,
             finish_reason="length" if c.finish_reason == "length" else "stop",

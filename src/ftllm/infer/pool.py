@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import time
@@ -44,6 +45,86 @@ def _limit_memory() -> None:
         pass  # not Linux: rely on the time limit alone
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, inherited=()) -> None:
+    """Make this forked child end with its parent (call first thing in the child).
+
+    The kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG), however the parent ends:
+    SIGKILL, SIGTERM or a crash. `inherited` are the parent's ends of pipes that fork copied
+    into the child: closed here, so a blocked `recv` sees EOF once the parent's copy is gone too.
+    """
+    for conn in inherited:
+        if conn is not None:
+            conn.close()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the closed pipe ends still stop the child on its next recv
+    if os.getppid() != parent_pid:
+        os._exit(0)  # the parent died before the signal was armed
+
+
+# The reaper: a small separate interpreter that watches this process. While it lives, the reaper
+# keeps a snapshot of its descendants (pid and start time, from /proc, every REAPER_PERIOD_S);
+# when it dies, however it died, the reaper SIGKILLs every process of the last snapshot still
+# alive, then exits. It covers children that set no parent-death signal themselves (vLLM's
+# engine core and workers). Polling, not a pipe: forked children would inherit a pipe's write end.
+REAPER_PERIOD_S = 0.3
+_REAPER = r"""
+import os, signal, sys, time
+parent, me, period = int(sys.argv[1]), os.getpid(), float(sys.argv[2])
+
+def family():
+    children, started = {}, {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            children.setdefault(int(fields[1]), []).append(int(name))
+            started[int(name)] = fields[19]
+    found, todo = {}, [parent]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child != me:
+                found[child] = started[child]
+                todo.append(child)
+    return found
+
+last = {}
+while os.getppid() == parent:
+    last = family()
+    time.sleep(period)
+for pid, start in last.items():
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        if stat[stat.rindex(")") + 2:].split()[19] == start:
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+"""
+_reaper = None
+
+
+def start_reaper() -> None:
+    """Make every process this one spawns (now or later) die with it, once per process (Linux)."""
+    global _reaper
+    if _reaper is not None and _reaper.poll() is None or not os.path.isdir("/proc"):
+        return
+    import subprocess
+
+    _reaper = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER, str(os.getpid()), str(REAPER_PERIOD_S)],
+                               stdin=subprocess.DEVNULL, env={})
+
+
 def own_progress_lock() -> None:
     """Give this forked process its own tqdm lock (call first thing in a forked child).
 
@@ -61,8 +142,9 @@ def own_progress_lock() -> None:
             cls.set_lock(threading.RLock())
 
 
-def _serve(conn, fn: Callable) -> None:
-    """Worker loop: run tasks until the parent sends None."""
+def _serve(conn, fn: Callable, parent_pid: int, inherited) -> None:
+    """Worker loop: run tasks until the parent sends None or goes away."""
+    die_with_parent(parent_pid, inherited)
     own_progress_lock()
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # timeouts would print whole answers
     _limit_memory()
@@ -87,7 +169,9 @@ def _serve(conn, fn: Callable) -> None:
 class _Worker:
     def __init__(self, ctx, fn: Callable):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, fn), daemon=True)
+        # under fork the child gets a copy of our end (closed there); under spawn nothing is inherited
+        inherited = (self.conn,) if ctx.get_start_method() == "fork" else ()
+        self.proc = ctx.Process(target=_serve, args=(child, fn, os.getpid(), inherited), daemon=True)
         self.proc.start()
         child.close()
         self.task: int | None = None

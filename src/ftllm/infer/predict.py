@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ftllm.config import load_attr
+from ftllm.engine.base import PROMPT_TOO_LONG, strip_controls
 from ftllm.infer.strategies import STRATEGIES
 from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties, build_conversation, request_seeds
+from ftllm.io import ID_TYPES
 
 
 def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
@@ -56,6 +58,16 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
         StrategyResult(v.output or EMPTY_OUTPUT, list(cs), sum(c.num_tokens for c in cs), seconds, {"vote": v})
         for cs, v in zip(samples, votes)
     ]
+
+
+# JSON types of the problem fields predict reads (ids: text or integer). Ids must be unique: the
+# competition takes one output per id, so a duplicate is an error naming both lines, not a warning.
+PROBLEM_TYPES = {"id": ID_TYPES, "problem": (str,), "category": (str,), "unit": (str,), "evaluation_method": (str,)}
+
+
+def clean_output(text: str) -> str:
+    """`text` without control characters, whatever strategy or engine produced it."""
+    return strip_controls(text)
 
 
 def get_strategy(name: str) -> Callable:
@@ -110,19 +122,23 @@ def sample_records(rows: list[dict], results: list[StrategyResult], votes: list)
 
 def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
     """Run the strategy on `rows`; write predictions.jsonl (the input's grader keys + output) and samples.parquet atomically."""
-    from ftllm.io import atomic_path, write_jsonl, write_parquet
+    from ftllm.grade.files import prediction_row
+    from ftllm.infer.pool import start_reaper
+    from ftllm.io import atomic_path, output_lock, write_jsonl, write_parquet
 
     start = time.monotonic()
-    results = run_predictions(config, rows)
-    votes = annotate_votes(config, rows, results)
-    from ftllm.grade.files import prediction_row
-
-    # only keys the official grader accepts: any other key makes it skip the row
-    predictions = [prediction_row(row, result.output or EMPTY_OUTPUT) for row, result in zip(rows, results)]
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        write_jsonl(tmp / "predictions.jsonl", predictions)
-        write_parquet(tmp / "samples.parquet", sample_records(rows, results, votes))
+    start_reaper()  # vLLM's engine processes, the voter and its workers all go if this process is killed
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out_dir):  # taken before generating: a second run on the same --out stops at once
+        results = run_predictions(config, rows)
+        votes = annotate_votes(config, rows, results)
+        # only keys the official grader accepts: any other key makes it skip the row
+        predictions = [prediction_row(row, clean_output(result.output) or EMPTY_OUTPUT)
+                       for row, result in zip(rows, results)]
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir(parents=True)
+            write_jsonl(tmp / "predictions.jsonl", predictions)
+            write_parquet(tmp / "samples.parquet", sample_records(rows, results, votes))
     samples = sum(len(r.samples) for r in results)
     return {
         "problems": len(rows),
@@ -130,6 +146,10 @@ def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
         "tokens": sum(r.tokens for r in results),
         "unparseable_samples": sum(v.n_unparseable for v in votes),
         "empty_outputs": sum(p["output"] == EMPTY_OUTPUT for p in predictions),
+        # rows whose prompt did not fit engine.max_model_len: not generated, output empty (logged by the engine)
+        "prompts_too_long": sum(
+            bool(r.samples) and all(c.finish_reason == PROMPT_TOO_LONG for c in r.samples) for r in results
+        ),
         "seconds": round(time.monotonic() - start, 3),
     }
 
@@ -145,4 +165,5 @@ def predict_file(config, input_path: str | Path, out_dir: str | Path, model: str
     """The `predict` stage: problems from a JSONL file (`model` overrides `engine.model`); returns metrics."""
     from ftllm.io import read_jsonl
 
-    return predict(with_model(config, model), read_jsonl(input_path, required=("id", "problem")), out_dir)
+    rows = read_jsonl(input_path, required=("id", "problem"), types=PROBLEM_TYPES, unique="id")
+    return predict(with_model(config, model), rows, out_dir)

@@ -44,12 +44,12 @@ def run(input_path: Path, output_path: Path, model_dir: Path | None = None, para
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ[name] = "1"  # the evaluation box has no network: fail fast instead of retrying
     from ftllm.config import load_stage
-    from ftllm.infer.predict import predict, with_model
+    from ftllm.infer.predict import PROBLEM_TYPES, predict, with_model
     from ftllm.io import read_jsonl
 
     model_dir = Path(model_dir) if model_dir else find_model_dir()
     config = with_model(load_stage(params or find_params(model_dir), "predict"), str(model_dir))
-    rows = read_jsonl(input_path, required=("id", "problem"))
+    rows = read_jsonl(input_path, required=("id", "problem"), types=PROBLEM_TYPES, unique="id")
     samples_dir = output_path.with_name(output_path.name + ".samples")
     result = predict(config, rows, samples_dir)
     output_path.parent.mkdir(parents=True, exist_ok=True)

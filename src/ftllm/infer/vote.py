@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import multiprocessing
+import os
 import re
 import sys
 import threading
@@ -36,7 +37,7 @@ import sympy
 
 from ftllm.grade import answer_text, answers_match, equivalent, extract_answer
 from ftllm.grade.clean import boxed_spans
-from ftllm.infer.pool import GuardedPool, own_progress_lock, run_guarded
+from ftllm.infer.pool import GuardedPool, die_with_parent, own_progress_lock, run_guarded
 
 
 @dataclasses.dataclass
@@ -225,7 +226,10 @@ class StreamingVoter:
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
             self._conn, child = ctx.Pipe()
             # not a daemon: daemons may not start the pool's workers; it exits when this end closes
-            self._proc = ctx.Process(target=_serve_voter, args=(child, args), name="ftllm-voter")
+            # or this process dies (see die_with_parent)
+            inherited = (self._conn,) if ctx.get_start_method() == "fork" else ()
+            self._proc = ctx.Process(target=_serve_voter, args=(child, args, os.getpid(), inherited),
+                                     name="ftllm-voter")
             self._proc.start()
             child.close()
 
@@ -282,8 +286,9 @@ class StreamingVoter:
         self.close()
 
 
-def _serve_voter(conn, args: tuple) -> None:
+def _serve_voter(conn, args: tuple, parent_pid: int, inherited) -> None:
     """The voter process: apply messages from `StreamingVoter` to a `_Voter` until told to close."""
+    die_with_parent(parent_pid, inherited)
     own_progress_lock()
     voter = _Voter(*args)
     try:

@@ -212,11 +212,12 @@ def list_shards(raw: Path, shard: tuple[int, int] | None = None) -> list[Path]:
 
 def read_shards(files: list[Path]) -> list[dict]:
     """Rows of every file, in order; a row lacking a required column names its file and row."""
-    from ftllm.io import InputError, read_records
+    from ftllm.io import ID_TYPES, InputError, read_records
 
+    types = {"id": ID_TYPES, "problem": (str,), "solution": (str,), "answer": (str,)}
     rows: list[dict] = []
     for path in files:
-        for number, row in enumerate(read_records(path, allow_empty=True), start=1):
+        for number, row in enumerate(read_records(path, allow_empty=True, types=types), start=1):
             missing = [c for c in REQUIRED_COLUMNS if c not in row]
             if missing:
                 raise InputError(f"{path}: row {number}: missing required field(s) {', '.join(missing)}")

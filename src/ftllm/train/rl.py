@@ -183,7 +183,7 @@ def build_prompt(row: dict, config: RLConfig) -> list[dict]:
 
 def load_prompts(data: str | Path, config: RLConfig) -> list[dict]:
     """Judged rows with a non-empty answer -> {"prompt", "answer", "id"} examples for TRL."""
-    rows = read_records(data, required=["problem", "answer"])
+    rows = read_records(data, required=["problem", "answer"], types={"problem": (str,), "answer": (str, int)})
     examples = [
         {"prompt": build_prompt(row, config), "answer": str(row["answer"]), "id": str(row.get("id", i))}
         for i, row in enumerate(rows)

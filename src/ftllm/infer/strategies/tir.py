@@ -20,7 +20,7 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 from ftllm.engine import Completion
-from ftllm.infer.sandbox import SandboxLimits, run_code
+from ftllm.infer.sandbox import SandboxLimits, require_sandbox, run_code
 from ftllm.infer.strategies.base import (
     StrategyResult, Stopwatch, add_logprob, continue_traces, problem_chat, render_text, round_seed, voted_results,
 )
@@ -92,6 +92,7 @@ def build_program(cells: list[str], code: str) -> str:
 
 def run_tir(engine, problems: list[dict], config) -> list[StrategyResult]:
     """Tool-integrated reasoning under `config.tir`, `config.sampling.n` traces per problem."""
+    require_sandbox()  # before any generation is spent: model code never runs unconfined
     tir: TIRConfig = config.tir
     chats = [_with_instruction(problem_chat(row, config), tir.instruction) for row in problems]
     prefixes = [render_text(engine, chat, config) for chat in chats]
