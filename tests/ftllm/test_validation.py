@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 from ftllm.config import ConfigError, EngineSpec, SamplingSpec, build, load_stage
 from ftllm.engine import Completion
+from ftllm.evaluate import EvaluateConfig
 from ftllm.infer import PredictConfig
 from ftllm.infer.predict import PROBLEM_TYPES, clean_output, predict
-from ftllm.metrics import EvaluateConfig
 from ftllm.io import InputError, read_jsonl, read_records, write_parquet
 from tests.stages.helpers import load_stage_main
 
@@ -132,7 +132,7 @@ def test_control_characters_never_reach_the_output(tmp_path, monkeypatch):
         def render_chats(self, conversations, **kwargs):
             return [[1, 2, 3] for _ in conversations]
 
-        def generate_ids(self, prompts, sampling, on_finished=None):
+        def generate_ids(self, prompts, sampling, on_finished=None, seeds=None):
             outs = [[Completion("so \\boxed{1\x00 2}", 4, -1.0, "stop", token_ids=[5])] * sampling.n for _ in prompts]
             for p, cs in zip(prompts, outs) if on_finished else ():
                 on_finished(p, cs)
