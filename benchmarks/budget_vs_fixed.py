@@ -33,13 +33,13 @@ def main(model, backend, problems, n, round_size, max_new_tokens, temperature, f
     import dataclasses
 
     import torch
+    from strategy_runs import compare, evaluation_rows, prepare_model
 
     from ftllm.config import build
     from ftllm.engine import make_engine
     from ftllm.infer import PredictConfig
     from ftllm.infer.budget import run_budget
     from ftllm.infer.predict import run_sc
-    from strategy_runs import compare, evaluation_rows, prepare_model
     from ftllm.io import write_json
     from ftllm.provenance import provenance
 

@@ -33,8 +33,8 @@ defaults against the engine's `score_ids`.
 """
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -74,10 +74,11 @@ VOTE_FRACTION_TARGET = 0.02
 def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, temperature, top_p, seed, dtype,
          max_model_len, enforce_eager, ablate_logprobs, ablate_scoring, parse_workers, overlap_workers, compare_overlap, out) -> None:
     """Time bare LLM.generate against the predict stage's library call on the same prompts."""
+    from strategy_runs import evaluation_rows
+
     from ftllm.config import build
     from ftllm.engine import make_engine
     from ftllm.infer import PredictConfig
-    from strategy_runs import evaluation_rows
     from ftllm.io import write_json
     from ftllm.provenance import provenance
 

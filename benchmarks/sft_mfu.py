@@ -251,7 +251,7 @@ def main(argv=None) -> int:
         "baseline_tokens_per_s": results.get("baseline", {}).get("tokens_per_s"),
         "best_config": best,
         "card": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({os.cpu_count()} cores)",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "versions": {"torch": torch.__version__, **_versions()},
         "model": {k: getattr(args, k) for k in SHAPE_1B} | {"params_no_embedding": params_no_embed},

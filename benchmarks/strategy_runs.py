@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 
 def grade_results(rows: list[dict], results) -> list[bool]:

@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
         "fuse_s": metrics["fuse_s"],
         "save_s": metrics["save_s"],
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),
         "shape": {"layers": args.layers, "target_layers": args.target, "hidden": args.hidden, "ffn": args.ffn,
                   "heads": args.heads, "kv_heads": args.kv_heads, "vocab": args.vocab, "dtype": args.dtype},

@@ -13,8 +13,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 
 class InputError(ValueError):

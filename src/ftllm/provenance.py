@@ -42,7 +42,7 @@ def provenance(argv: list[str] | None = None) -> dict:
     args = sys.argv if argv is None else argv
     return {
         "device": device_name(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in ["python", *args]),
         "code": code_version(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],

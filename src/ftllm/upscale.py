@@ -276,9 +276,9 @@ def resolve_device(name: str):
 
 def upscale(config: UpscaleConfig, model_dir: str | Path, out_dir: str | Path) -> dict:
     """The `upscale` stage: load, grow, save atomically with upscale.json; returns metrics."""
-    from ftllm.models import load_model
-
     from transformers import AutoConfig
+
+    from ftllm.models import load_model
 
     try:
         depth = AutoConfig.from_pretrained(str(model_dir)).num_hidden_layers

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine import make_engine
 from ftllm.engine import http as http_engine
+from ftllm.engine import make_engine
 
 
 class FakeServer:

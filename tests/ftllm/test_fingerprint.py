@@ -28,7 +28,8 @@ def test_same_size_new_weights_changes_the_fingerprint(tmp_path):
 
 
 def test_cpt_fingerprint_also_sees_new_weights(tmp_path):
-    from ftllm.train.cpt import CPTConfig, run_fingerprint as cpt_fingerprint
+    from ftllm.train.cpt import CPTConfig
+    from ftllm.train.cpt import run_fingerprint as cpt_fingerprint
 
     model, weights = _model(tmp_path)
     corpus = tmp_path / "corpus.txt"

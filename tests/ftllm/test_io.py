@@ -45,10 +45,9 @@ def test_missing_and_empty_files(tmp_path):
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.jsonl"
     write_jsonl(target, [{"a": 1}])
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
     assert read_jsonl(target) == [{"a": 1}], "old content must survive a failed write"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no temporary, no lock file
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from ftllm.config import ConfigError, build
+from ftllm.evaluate import EvaluateConfig, cons_at_k, evaluate, majority_correct, pass_at_k, render_table
 from ftllm.io import InputError, write_jsonl, write_parquet
-from ftllm.evaluate import (EvaluateConfig, cons_at_k, evaluate, majority_correct, pass_at_k, render_table)
 
 
 @pytest.mark.parametrize("n, c", [(5, 0), (5, 1), (5, 3), (6, 6), (8, 2)])

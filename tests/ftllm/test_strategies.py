@@ -10,13 +10,12 @@ import pytest
 from ftllm.config import EngineSpec, build
 from ftllm.engine import Completion, Engine, make_engine
 from ftllm.infer import PredictConfig
-from ftllm.infer.sandbox import SandboxLimits
+from ftllm.infer.sandbox import SandboxLimits, sandbox_status
 from ftllm.infer.strategies import STRATEGIES
 from ftllm.infer.strategies.retrieval import RetrievalConfig, few_shot_chat, mean_pool, nearest, retrieve, run_retrieval
 from ftllm.infer.strategies.rsa import RSAConfig, aggregation_chat, run_rsa
 from ftllm.infer.strategies.s1 import S1Config, run_s1
 from ftllm.infer.strategies.tir import TIRConfig, build_program, find_code_block, run_tir
-from ftllm.infer.sandbox import sandbox_status
 
 # TIR runs model code only inside the sandbox; where no namespace can be made it refuses (test_sandbox.py)
 needs_sandbox = pytest.mark.skipif(sandbox_status() is not None, reason=f"no sandbox here: {sandbox_status()}")

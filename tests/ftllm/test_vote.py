@@ -6,8 +6,18 @@ import pytest
 
 from ftllm.grade import answer_text, answers_match
 from ftllm.infer.pool import GuardedPool, run_guarded
-from ftllm.infer.vote import (Ballot, StreamingVoter, canonical_spelling, raw_box, rerank, surely_different, tally,
-                              tied_for_first, vote, vote_many)
+from ftllm.infer.vote import (
+    Ballot,
+    StreamingVoter,
+    canonical_spelling,
+    raw_box,
+    rerank,
+    surely_different,
+    tally,
+    tied_for_first,
+    vote,
+    vote_many,
+)
 
 
 def test_equivalent_spellings_form_one_class():

@@ -10,8 +10,8 @@ model's own chat template once, here, so every backend sees exactly the same inp
 """
 from __future__ import annotations
 
-from ftllm.engine.base import Completion, Engine, render_chat
 from ftllm.config import EngineSpec
+from ftllm.engine.base import Completion, Engine, render_chat
 
 
 def make_engine(spec: EngineSpec) -> Engine:

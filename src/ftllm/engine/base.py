@@ -5,7 +5,7 @@ import abc
 import dataclasses
 import logging
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ftllm.config import EngineSpec, SamplingSpec
 

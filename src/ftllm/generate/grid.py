@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 # Japanese curriculum units (学習指導要領), grouped the way the competition's
 # categories are (中1, 中2, 中3, IA, IIB, IIIC).

@@ -21,7 +21,6 @@ from ftllm.infer.strategies.tir import TIRConfig
 from ftllm.prompting import PromptSpec
 
 
-
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
     """YAML keys under `predict`."""

@@ -29,10 +29,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from ftllm.infer.strategies.base import (EMPTY_OUTPUT, StrategyResult, break_ties, chat_prompts, problem_chat,
-                                         request_seeds, vote_problems)
+from ftllm.infer.strategies.base import (
+    EMPTY_OUTPUT,
+    StrategyResult,
+    break_ties,
+    chat_prompts,
+    problem_chat,
+    request_seeds,
+    vote_problems,
+)
 
 log = logging.getLogger(__name__)
 

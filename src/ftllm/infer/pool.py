@@ -19,8 +19,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
-from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 

@@ -202,7 +202,7 @@ def _mirror(path: str, hidden: tuple[str, ...]) -> str:
         return _make_mirror(path, hidden)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _make_mirror(path: str, hidden: tuple[str, ...]) -> str:
     """A copy of `path` that uid 65534 can read, made of hard links (a copy across filesystems).
 
@@ -282,7 +282,7 @@ def _command(limits: SandboxLimits) -> tuple[list[str], dict]:
     return args, user
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sandbox_status() -> str | None:
     """None when sandboxes work here, else why not (one line). Probed once per process."""
     try:

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import sympy
 

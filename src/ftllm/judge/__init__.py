@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ftllm.config import EngineSpec, SamplingSpec
 from ftllm.judge.agreement import AgreementConfig, agreement_shares

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ftllm.grade import as_gold, is_correct
 

@@ -133,7 +133,7 @@ def build_example(row: dict, config: SFTConfig) -> dict:
 
 def load_examples(data: str | Path, config: SFTConfig) -> list[dict]:
     required = ["problem", "solution", "answer"] + (["reasoning"] if config.reasoning != "drop" else [])
-    rows = read_records(data, required=required, types={c: (str,) for c in required})
+    rows = read_records(data, required=required, types=dict.fromkeys(required, (str,)))
     if config.max_rows is not None:
         rows = rows[: config.max_rows]
     return [build_example(row, config) for row in rows]

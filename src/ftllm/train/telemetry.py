@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ftllm.io import write_json
 
@@ -267,7 +267,7 @@ class TelemetryLog:
         write_json(folder / "weights.json", self.weights)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "TelemetryLog":
+    def load(cls, folder: str | Path) -> TelemetryLog:
         """Rows saved by `save`; an empty log when the folder holds none."""
         log = cls()
         folder = Path(folder)

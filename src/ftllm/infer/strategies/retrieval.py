@@ -16,8 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from ftllm.infer.strategies.base import (EMPTY_OUTPUT, StrategyResult, Stopwatch, break_ties, chat_prompts,
-                                         problem_chat, vote_problems)
+from ftllm.infer.strategies.base import (
+    EMPTY_OUTPUT,
+    Stopwatch,
+    StrategyResult,
+    break_ties,
+    chat_prompts,
+    problem_chat,
+    vote_problems,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from ftllm.infer.strategies.base import StrategyResult, Stopwatch, problem_chat, round_seed, voted_results
+from ftllm.infer.strategies.base import Stopwatch, StrategyResult, problem_chat, round_seed, voted_results
 
 AGGREGATION_PROMPT = (
     "{problem}\n\n"

@@ -21,7 +21,14 @@ import dataclasses
 
 from ftllm.engine import Completion
 from ftllm.infer.strategies.base import (
-    StrategyResult, Stopwatch, add_logprob, continue_traces, problem_chat, render_text, round_seed, voted_results,
+    Stopwatch,
+    StrategyResult,
+    add_logprob,
+    continue_traces,
+    problem_chat,
+    render_text,
+    round_seed,
+    voted_results,
 )
 
 

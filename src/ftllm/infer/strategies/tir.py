@@ -22,7 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from ftllm.engine import Completion
 from ftllm.infer.sandbox import SandboxLimits, require_sandbox, run_code
 from ftllm.infer.strategies.base import (
-    StrategyResult, Stopwatch, add_logprob, continue_traces, problem_chat, render_text, round_seed, voted_results,
+    Stopwatch,
+    StrategyResult,
+    add_logprob,
+    continue_traces,
+    problem_chat,
+    render_text,
+    round_seed,
+    voted_results,
 )
 
 INSTRUCTION = (
