@@ -91,6 +91,17 @@ def strategy_table(d: dict):
     return figure or "—", "—", None
 
 
+def cost_model(d: dict):
+    totals, dominant = d.get("total_gpu_hours") or {}, d.get("dominant") or {}
+    figure = "; ".join(f"{card} {_num(hours, ',.0f')} GPU-h ({(dominant.get(card) or {}).get('stage', '?')} "
+                       f"dominates)" for card, hours in totals.items())
+    sub = d.get("submission") or {}
+    if sub:
+        figure += (f"; predict N={sub.get('n')} x {sub.get('problems')} problems on {sub.get('gpus')}x "
+                   f"{sub.get('card')}: {_num(sub.get('minutes'), '.0f')} min")
+    return figure or "—", f"predict ≤ {_num(sub.get('limit_min'), '.0f')} min", sub.get("fits")
+
+
 def generic(d: dict):
     numbers = [f"{k} {_num(v)}" for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return ", ".join(numbers[:4]) or "—", str(d.get("target", "—")), None
@@ -106,6 +117,7 @@ SUMMARIZERS = {
     "rl_toy": rl_toy,
     "budget_vs_fixed": strategy_table,
     "strategies": strategy_table,
+    "cost_model": cost_model,
 }
 
 
