@@ -1,7 +1,7 @@
 """Cost model: GPU-hours per stage of the full profile on H100/H200-class cards, from measured throughputs.
 
-Reads the full-scale sizes from params.yaml (generation grid, judge agreement k, SFT epochs, RL steps and
-group size, predict N) and the measured throughputs in benchmarks/results/*.json, scales each measurement from
+Reads the full-scale sizes from the full profile (conf/ composed as `make params` does, or --params FILE:
+generation grid, judge agreement k, SFT epochs, RL steps and group size, predict N) and the measured throughputs in benchmarks/results/*.json, scales each measurement from
 the model it was taken on to the model the stage runs (8B base for CPT, 12B after upscaling to 48 layers for
 SFT/RL/predict, gpt-oss-20b for generate/judge), and writes `stages.<name>.gpu_hours` with every assumption
 beside its number.

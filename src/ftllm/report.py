@@ -8,8 +8,8 @@ vs final on the eval set with 95% intervals:
 - accuracy of the voted answer, a Wilson interval over problems;
 - boxed-answer rate, the share of sampled answers with exactly one \\boxed{} (the RL `single_box` reward, the
   format the grader reads), with an interval from a bootstrap over problems, since samples of one problem are
-  not independent; and the final - base difference with a paired bootstrap interval. A difference whose
-  interval excludes zero is called learned; anything else is reported as within noise.
+  not independent; and the final - base difference with a paired bootstrap interval. A rise whose interval
+  excludes zero is called learned, a fall likewise worse beyond noise, anything else within noise.
 A stage whose metrics are missing shows as "not run" rather than stopping the summary.
 """
 from __future__ import annotations
@@ -144,7 +144,7 @@ def summarize(root: Path, models: tuple[str, str] = ("base", "final")) -> dict:
         out["models"][name] = entry
     if len(boxed) == 2:
         diff = paired_bootstrap(boxed[models[0]], boxed[models[1]])
-        out["boxed_change"] = {"diff": diff, "learned": diff[1] > 0 or diff[2] < 0}
+        out["boxed_change"] = {"diff": diff, "learned": diff[1] > 0, "unlearned": diff[2] < 0}
     return out
 
 
@@ -190,7 +190,9 @@ def render_summary(summary: dict) -> str:
     change = summary.get("boxed_change")
     if change:
         diff, low, high = change["diff"]
-        verdict = "learned: the interval excludes 0" if change["learned"] else "within noise: the interval includes 0"
+        verdict = ("learned: the interval excludes 0" if change["learned"] else
+                   "worse beyond noise: the interval excludes 0" if change["unlearned"] else
+                   "within noise: the interval includes 0")
         lines.append(f"boxed-answer change final - base: {100 * diff:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"
                      f", {verdict}")
     return "\n".join(lines)

@@ -84,6 +84,15 @@ def test_summary_calls_a_change_on_one_problem_noise(tmp_path):
     assert "within noise" in render_summary(summary)
 
 
+def test_summary_calls_a_clear_fall_worse_not_learned(tmp_path):
+    _tree(tmp_path, {str(i): ["no box"] * 4 for i in range(8)})
+    # base boxed everywhere, final nowhere
+    _samples(tmp_path / "predictions" / "base" / "samples.parquet", {str(i): ["\\boxed{1}"] * 4 for i in range(8)})
+    summary = summarize(tmp_path)
+    assert summary["boxed_change"]["learned"] is False and summary["boxed_change"]["unlearned"] is True
+    assert "worse beyond noise" in render_summary(summary)
+
+
 def test_missing_stages_show_as_not_run_and_samples_without_text_name_the_file(tmp_path):
     (tmp_path / "metrics").mkdir()
     assert "cpt       not run" in render_summary(summarize(tmp_path))
