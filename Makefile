@@ -52,6 +52,7 @@ slow-test: install
 demo: install
 	PATH=$(VENV)/bin:$$PATH $(DVC) exp run -S profile=demo
 	$(PYTHON) stages/report.py --metrics metrics/evaluate-base.json --metrics metrics/evaluate-final.json
+	$(PYTHON) -m ftllm.report
 
 repro: install
 	PATH=$(VENV)/bin:$$PATH $(DVC) repro

@@ -117,6 +117,15 @@ def sandbox_overhead(d: dict):
         for name, s in snippets.items()
     )
     return figure or "—", "—", None
+def cost_model(d: dict):
+    totals, dominant = d.get("total_gpu_hours") or {}, d.get("dominant") or {}
+    figure = "; ".join(f"{card} {_num(hours, ',.0f')} GPU-h ({(dominant.get(card) or {}).get('stage', '?')} "
+                       f"dominates)" for card, hours in totals.items())
+    sub = d.get("submission") or {}
+    if sub:
+        figure += (f"; predict N={sub.get('n')} x {sub.get('problems')} problems on {sub.get('gpus')}x "
+                   f"{sub.get('card')}: {_num(sub.get('minutes'), '.0f')} min")
+    return figure or "—", f"predict ≤ {_num(sub.get('limit_min'), '.0f')} min", sub.get("fits")
 
 
 def generic(d: dict):
@@ -138,6 +147,7 @@ SUMMARIZERS = {
     "budget_vs_fixed": strategy_table,
     "strategies": strategy_table,
     "sandbox_overhead": sandbox_overhead,
+    "cost_model": cost_model,
 }
 
 
