@@ -1,0 +1,56 @@
+"""benchmarks/sft_fsdp.py: its run plan and overrides, and a real run of two gloo processes through the stage's launcher."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import sft_fsdp  # noqa: E402
+
+
+def test_plan_and_overrides_keep_one_micro_batch_per_gpu():
+    from ftllm.config import load_stage
+
+    args = sft_fsdp.parse_args(["--gpus", "4", "--runs", "fsdp2,small_1,small_n"])
+    section = load_stage(REPO / "params.yaml", "sft")
+    runs = {r["name"]: r for r in sft_fsdp.plan(args, section)}
+    assert set(runs) == {"fsdp2", "small_1", "small_n"}
+    assert runs["fsdp2"]["processes"] == 4 and runs["small_1"]["processes"] == 1
+    assert runs["fsdp2"]["accelerate_config"] == section.accelerate_config  # the stage's own launcher config
+    assert args.shape["layers"] == 48 and args.shape["hidden"] == 4096
+    big = sft_fsdp.run_config(args, section, 4, "big")
+    small = sft_fsdp.run_config(args, section, 1, "small")
+    assert big.global_batch_size == 4 * section.per_device_batch_size and big.max_steps == args.warmup + args.steps
+    assert big.gradient_checkpointing == section.gradient_checkpointing  # the big model keeps the stage's rule
+    assert small.gradient_checkpointing is False and small.num_processes == 1
+    with pytest.raises(SystemExit):
+        sft_fsdp.parse_args(["--runs", "fsdp3"])
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_run_the_sft_stage_and_report(tmp_path):
+    out = tmp_path / "sft_fsdp.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sft_fsdp.py"), "--tiny", "--gpus", "2",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["gpus"] == 2 and result["card"] and result["date"] and result["commit"]
+    assert "sft_fsdp.py --tiny" in result["command"]
+    runs = result["runs"]
+    for name in ("fsdp2", "small_n"):  # two ranks under accelerate launch, each measured
+        assert runs[name]["distributed_type"].endswith("MULTI_CPU"), runs[name]
+        assert runs[name]["gpus"] == 2 and len(runs[name]["peak_memory_gb_per_gpu"]) == 2
+        assert runs[name]["settings"]["global_batch_size"] == 2
+    assert runs["small_1"]["distributed_type"].endswith("NO")  # one process: the plain path, never relaunched
+    assert 0 < result["mfu"] < 1 and result["tokens_per_s_per_gpu"] > 0
+    expected = runs["small_n"]["tokens_per_s_per_gpu"] / runs["small_1"]["tokens_per_s"]
+    assert result["scaling_efficiency"] == pytest.approx(expected, rel=1e-3)
+    if importlib.util.find_spec("deepspeed") is None:
+        assert "deepspeed" in runs["zero3"]["error"]
