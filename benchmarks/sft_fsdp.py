@@ -9,6 +9,8 @@ with ftllm's small test tokenizer and random-text rows (lengths between --min-le
 - fsdp2     the reference's shape grown to 48 layers (hidden 4096, FFN 14336, 32/8 heads, vocab 128256,
             ~11.5B parameters: too big for one card with optimizer state) on all --gpus GPUs with the
             section's accelerate config (configs/accelerate/fsdp2.yaml in the full profile)
+- fsdp2_keep  as fsdp2 with `fsdp.reshard_after_forward: false` (gathered layers kept until backward: one
+            all-gather less per layer, every layer whole at once): what the default's memory buys
 - zero3     the same model and data under configs/accelerate/zero3.yaml (needs deepspeed; a missing
             package is recorded as the run's error)
 - small_1   the same layer shape with --small-layers layers (default 8, ~2.8B: fits one card with its
@@ -47,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE_48 = dict(hidden=4096, layers=48, heads=32, kv_heads=8, ffn=14336, vocab=128256)
 SHAPE_TINY = dict(hidden=64, layers=4, heads=4, kv_heads=2, ffn=128, vocab=512)
-RUNS = ("fsdp2", "zero3", "small_1", "small_n")
+RUNS = ("fsdp2", "fsdp2_keep", "zero3", "small_1", "small_n")
 
 
 def parse_args(argv=None):
@@ -165,6 +167,7 @@ def plan(args, section) -> list[dict]:
                                        str(ROOT / "configs" / "accelerate" / "cpu.yaml"))  # fmt: skip
     table = {
         "fsdp2": ("big", args.gpus, multi),
+        "fsdp2_keep": ("big", args.gpus, multi),
         "zero3": ("big", args.gpus, args.zero3_config),
         "small_1": ("small", 1, multi),  # one process: never relaunched, the config is not read
         "small_n": ("small", args.gpus, multi),
@@ -233,6 +236,7 @@ def summarize_run(reports: list[dict], run: dict, inputs: dict, args) -> dict:
         "timed_tokens": lead["timed_tokens"],
         "flops_per_token": fpt,
         "gradient_checkpointing": lead["gradient_checkpointing"],
+        "fsdp": lead["fsdp"] if lead["distributed_type"].endswith("FSDP") else None,
         "settings": lead["overrides"],
     }
 
@@ -305,6 +309,7 @@ def main(argv=None) -> int:
         "scaling_shape": f"{args.small_layers} layers of the big model's shape "
                          f"(hidden {args.shape['hidden']}, FFN {args.shape['ffn']}), no recomputation, "
                          f"1 vs {args.gpus} processes",
+        "keep_vs_reshard_tokens_per_s": ratio(results.get("fsdp2_keep", {}), fsdp),
         "zero3_vs_fsdp2_tokens_per_s": (round(zero3["tokens_per_s"] / fsdp["tokens_per_s"], 4)
                                         if zero3.get("tokens_per_s") and fsdp.get("tokens_per_s") else None),
         "sharded": bool(gpu_count()),  # on CPU the multi-process runs are data parallel over gloo
@@ -323,6 +328,13 @@ def main(argv=None) -> int:
     print(json.dumps({k: report[k] for k in ("mfu", "tokens_per_s_per_gpu", "scaling_efficiency",
                                              "zero3_vs_fsdp2_tokens_per_s", "gpus", "card")}))  # fmt: skip
     return 0 if report["mfu"] is not None or report["scaling_efficiency"] is not None else 1
+
+
+def ratio(run: dict, base: dict) -> float | None:
+    """tokens/s of `run` over `base`'s, when both ran."""
+    if run.get("tokens_per_s") and base.get("tokens_per_s"):
+        return round(run["tokens_per_s"] / base["tokens_per_s"], 4)
+    return None
 
 
 def versions() -> dict:
@@ -348,24 +360,30 @@ def worker(spec_path: Path) -> int:
 
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # what stages/sft.py does first: with several processes wanted, run again under accelerate and wait
     if spec["processes"] > 1 and "DEEPSPEED" in Path(spec["accelerate_config"]).read_text(encoding="utf-8"):
         import importlib.util
 
         if importlib.util.find_spec("deepspeed") is None:
             raise SystemExit(f"{spec['accelerate_config']}: needs deepspeed, which is not installed")
-    code = relaunch_if_needed(spec["processes"], spec["accelerate_config"])
+    from ftllm.config import load_stage
+
+    args = argparse.Namespace(**{k: spec[k] for k in ("warmup", "steps", "seed", "tiny", "stage")})
+    section = load_stage(spec["params"], spec["stage"])
+    config = run_config(args, section, spec["processes"], spec["model"])
+    config = dataclasses.replace(config, accelerate_config=spec["accelerate_config"])
+    if spec["name"] == "fsdp2_keep":
+        config = dataclasses.replace(config, fsdp=dataclasses.replace(config.fsdp, reshard_after_forward=False))
+    # what stages/sft.py does first: with several processes wanted, run again under accelerate (the section's
+    # fsdp settings written over an FSDP config) and wait
+    code = relaunch_if_needed(config.num_processes, config.accelerate_config, fsdp=config.fsdp,
+                              model_dir=spec["model_dir"])  # fmt: skip
     if code is not None:
         return code
 
     import torch
 
-    from ftllm.config import load_stage
     from sft_mfu import measure_peak_tflops
 
-    args = argparse.Namespace(**{k: spec[k] for k in ("warmup", "steps", "seed", "tiny", "stage")})
-    section = load_stage(spec["params"], spec["stage"])
-    config = run_config(args, section, spec["processes"], spec["model"])
     rank = int(os.environ.get("RANK", "0"))
     cuda = torch.cuda.is_available()
     if cuda:
@@ -405,6 +423,7 @@ def worker(spec_path: Path) -> int:
         "gradient_checkpointing": metrics.get("gradient_checkpointing"),
         "overrides": {k: v for k, v in stage_overrides(args, section, spec["processes"], spec["model"]).items()
                       if k not in ("dataset", "corpus")},
+        "fsdp": dataclasses.asdict(config.fsdp),
     }  # fmt: skip
     (folder / f"rank{rank}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     return 0

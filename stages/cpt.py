@@ -45,7 +45,7 @@ def main(params: Path, model: Path, out: Path, corpus: tuple[Path, ...], checkpo
 
     argv = [__file__, "--params", params, "--model", model, "--out", out, "--checkpoints", checkpoints,
             "--metrics", metrics, "--plot", plot] + [a for path in corpus for a in ("--corpus", path)]
-    if relaunched("cpt", config, argv):
+    if relaunched("cpt", config, argv, model_dir=model):
         return
 
     from ftllm.train.cpt import train_cpt

@@ -44,7 +44,7 @@ def main(params: Path, model: Path, data: Path, out: Path, checkpoints: Path, me
 
     argv = [__file__, "--params", params, "--model", model, "--data", data, "--out", out]
     argv += ["--checkpoints", checkpoints, "--metrics", metrics, "--loss-log", loss_log]
-    if relaunched("sft", config, argv):
+    if relaunched("sft", config, argv, model_dir=model):
         return
 
     from ftllm.train.sft import train_sft

@@ -18,6 +18,7 @@ import sft_fsdp  # noqa: E402
 def test_plan_and_overrides_keep_one_micro_batch_per_gpu():
     from ftllm.config import load_stage
 
+    assert sft_fsdp.parse_args([]).runs.split(",") == list(sft_fsdp.RUNS)  # every comparison by default
     args = sft_fsdp.parse_args(["--gpus", "4", "--runs", "fsdp2,small_1,small_n"])
     section = load_stage(REPO / "params.yaml", "sft")
     runs = {r["name"]: r for r in sft_fsdp.plan(args, section)}
@@ -37,8 +38,9 @@ def test_plan_and_overrides_keep_one_micro_batch_per_gpu():
 @pytest.mark.slow
 def test_two_gloo_processes_run_the_sft_stage_and_report(tmp_path):
     out = tmp_path / "sft_fsdp.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sft_fsdp.py"), "--tiny", "--gpus", "2",
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    command = [sys.executable, str(REPO / "benchmarks" / "sft_fsdp.py"), "--tiny", "--gpus", "2",
+               "--runs", "fsdp2,zero3,small_1,small_n", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["gpus"] == 2 and result["card"] and result["date"] and result["commit"]

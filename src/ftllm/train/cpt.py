@@ -29,7 +29,7 @@ from typing import Any
 
 from ftllm.io import InputError, read_jsonl, write_json
 from ftllm.train.checkpoints import checkpoint_step, hash_path, prepare_checkpoint_dir, settings_digest
-from ftllm.train.launch import check_num_processes, world_size
+from ftllm.train.launch import FsdpSettings, check_num_processes, world_size
 from ftllm.train.trainer import loss_history, shared_trainer_args
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class CPTConfig:
     # launch: DDP keeps a whole model per GPU (an 8B model fits an 80 GB card with DoRA)
     num_processes: Any = "auto"  # auto = every visible GPU (1 on CPU) | N
     accelerate_config: str = "configs/accelerate/ddp.yaml"
+    fsdp: FsdpSettings = dataclasses.field(default_factory=FsdpSettings)  # applied when that config is FSDP
 
     def __post_init__(self) -> None:
         if self.gradient_checkpointing not in (True, False, "auto"):

@@ -39,7 +39,7 @@ from typing import Any
 from ftllm.io import InputError, read_records, write_json
 from ftllm.prompting import PromptSpec, build_conversation, fill_template
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
-from ftllm.train.launch import check_num_processes, world_size
+from ftllm.train.launch import FsdpSettings, check_num_processes, world_size
 from ftllm.train.trainer import loss_history, shared_trainer_args
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class SFTConfig:
     # launch
     num_processes: Any = "auto"  # auto = every visible GPU (1 on CPU) | N
     accelerate_config: str = "configs/accelerate/fsdp2.yaml"
+    fsdp: FsdpSettings = dataclasses.field(default_factory=FsdpSettings)  # applied when that config is FSDP
 
     def __post_init__(self) -> None:
         if self.gradient_checkpointing not in (True, False, "auto"):
