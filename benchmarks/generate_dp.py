@@ -152,7 +152,8 @@ def run_count(args, count: int, value: dict, work: Path, cuda: bool) -> dict:
     codes = [p.returncode for p, _ in procs]
     failed = [rank for rank, code in enumerate(codes) if code]
     if failed:
-        raise RuntimeError(f"{count} workers exited {codes}; worker {failed[0]}: {tail(folder / f'log{failed[0]}.txt')}")
+        log_text = tail(folder / f"log{failed[0]}.txt")
+        raise RuntimeError(f"{count} workers exited {codes}; worker {failed[0]}: {log_text}")
     reports = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(count)]
     seconds = max(r["ended"] for r in reports) - start
     tokens = sum(r["tokens"] for r in reports)

@@ -82,8 +82,8 @@ def per_device_batch(completions: int, processes: int, cap: int) -> int:
 def run_section(args, mode: str, processes: int, accelerate_config: str, url: str | None):
     """The rl section of one run: rl_gpu.py's toy-task section, spread over `processes` trainers."""
     completions = args.prompts_per_step * args.num_generations
-    changes = dict(num_processes=processes, accelerate_config=accelerate_config,
-                   per_device_batch_size=per_device_batch(completions, processes, args.max_per_device_batch))  # fmt: skip
+    batch = per_device_batch(completions, processes, args.max_per_device_batch)
+    changes = dict(num_processes=processes, accelerate_config=accelerate_config, per_device_batch_size=batch)
     if mode == "async":
         changes |= dict(max_staleness=args.max_staleness, weight_sync_steps=args.weight_sync_steps,
                         vllm_server_base_url=url)  # fmt: skip

@@ -1,4 +1,5 @@
-"""benchmarks/sft_fsdp.py: its run plan and overrides, and a real run of two gloo processes through the stage's launcher."""
+"""benchmarks/sft_fsdp.py: its run plan and overrides, and a real run of two gloo processes through the stage's
+launcher."""
 from __future__ import annotations
 
 import importlib.util

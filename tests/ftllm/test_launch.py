@@ -145,3 +145,31 @@ def test_relaunch_launches_with_the_params_fsdp_settings(monkeypatch, not_a_work
     assert launch.relaunch_if_needed(2, FSDP2_CONFIG, ["stages/sft.py"], fsdp=settings) == 0
     assert seen["path"] != FSDP2_CONFIG and seen["fsdp"]["fsdp_reshard_after_forward"] is False
     assert not seen["path"].exists()  # the temporary copy is removed after the workers finish
+
+
+def test_several_nodes_from_the_environment(monkeypatch, not_a_worker):
+    import subprocess
+
+    assert launch.Nodes.from_env({}) == launch.Nodes()
+    env = {"FTLLM_NUM_MACHINES": "2", "FTLLM_MACHINE_RANK": "1", "FTLLM_MAIN_PROCESS_IP": "10.0.0.1",
+           "FTLLM_MAIN_PROCESS_PORT": "29500"}  # fmt: skip
+    nodes = launch.Nodes.from_env(env)
+    command = launch.launch_command("stages/sft.py", [], 8, CPU_CONFIG, nodes)
+    value = {flag: command[command.index(flag) + 1] for flag in ("--num_processes", "--num_machines",
+                                                                 "--machine_rank", "--main_process_ip",
+                                                                 "--main_process_port")}  # fmt: skip
+    assert value == {"--num_processes": "16", "--num_machines": "2", "--machine_rank": "1",
+                     "--main_process_ip": "10.0.0.1", "--main_process_port": "29500"}  # 8 per node, 16 in all
+    with pytest.raises(ValueError, match="FTLLM_MAIN_PROCESS_IP"):
+        launch.Nodes.from_env({"FTLLM_NUM_MACHINES": "2", "FTLLM_MACHINE_RANK": "0"})
+    with pytest.raises(ValueError, match="MACHINE_RANK"):
+        launch.Nodes.from_env({**env, "FTLLM_MACHINE_RANK": "2"})
+
+    # one GPU per node is still a distributed run: relaunched, not trained in place
+    seen = []
+    monkeypatch.setattr(launch.subprocess, "run", lambda command, check, env: seen.append(command)
+                        or subprocess.CompletedProcess(command, 0))  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launch.relaunch_if_needed(1, CPU_CONFIG, ["stages/sft.py"]) == 0
+    assert seen and seen[0][seen[0].index("--num_processes") + 1] == "2"

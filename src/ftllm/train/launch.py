@@ -13,7 +13,9 @@ variables accelerate sets (LOCAL_RANK, WORLD_SIZE) and go on to train. With one
 process nothing is relaunched, so the single-GPU/CPU path is the plain script.
 
 `num_processes` comes from params: `auto` means every visible GPU (1 without GPUs),
-or an explicit count (CI uses 2 CPU processes with configs/accelerate/cpu.yaml).
+or an explicit count (CI uses 2 CPU processes with configs/accelerate/cpu.yaml), per node. On several
+nodes the same stage command runs on each, with FTLLM_NUM_MACHINES, FTLLM_MACHINE_RANK,
+FTLLM_MAIN_PROCESS_IP and FTLLM_MAIN_PROCESS_PORT set (`Nodes`); the relaunch passes them to accelerate.
 
 With an FSDP accelerate config, the stage's `fsdp` params (`FsdpSettings`: wrapping policy,
 reshard-after-forward, activation checkpointing, CPU-offload threshold) are written over the
@@ -135,25 +137,59 @@ def fsdp_config_file(config_file: str | Path, settings: FsdpSettings, offload: b
     if data.get("distributed_type") != "FSDP":
         return None
     fsdp = dict(data.get("fsdp_config") or {})
-    fsdp.update(fsdp_auto_wrap_policy=settings.auto_wrap_policy, fsdp_reshard_after_forward=settings.reshard_after_forward,
-                fsdp_activation_checkpointing=settings.activation_checkpointing, fsdp_offload_params=offload)  # fmt: skip
+    fsdp.update(fsdp_auto_wrap_policy=settings.auto_wrap_policy,
+                fsdp_reshard_after_forward=settings.reshard_after_forward,
+                fsdp_activation_checkpointing=settings.activation_checkpointing,
+                fsdp_offload_params=offload)
     data["fsdp_config"] = fsdp
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="accelerate-fsdp-", delete=False) as out:
         yaml.safe_dump(data, out, sort_keys=False)
     return Path(out.name)
 
 
-def launch_command(script: str | Path, args: list[str], num_processes: int, config_file: str | Path) -> list[str]:
-    """The `accelerate launch` command line that runs `script args` in `num_processes` workers."""
+@dataclasses.dataclass(frozen=True)
+class Nodes:
+    """Where this box sits in a several-node run (one of `machines`); from the environment, not params,
+    because the rank differs per node: FTLLM_NUM_MACHINES, FTLLM_MACHINE_RANK, FTLLM_MAIN_PROCESS_IP,
+    FTLLM_MAIN_PROCESS_PORT (the rank-0 node's address, reachable from every node)."""
+
+    machines: int = 1
+    rank: int = 0
+    main_ip: str | None = None
+    main_port: int | None = None
+
+    @classmethod
+    def from_env(cls, env=None) -> "Nodes":
+        env = os.environ if env is None else env
+        machines = int(env.get("FTLLM_NUM_MACHINES", "1"))
+        if machines == 1:
+            return cls()
+        rank, ip = env.get("FTLLM_MACHINE_RANK"), env.get("FTLLM_MAIN_PROCESS_IP")
+        port = env.get("FTLLM_MAIN_PROCESS_PORT")
+        if rank is None or not ip or not port:
+            raise ValueError("FTLLM_NUM_MACHINES > 1 needs FTLLM_MACHINE_RANK, FTLLM_MAIN_PROCESS_IP and "
+                             "FTLLM_MAIN_PROCESS_PORT (the same ip and port on every node)")  # fmt: skip
+        if machines < 1 or not 0 <= int(rank) < machines:
+            raise ValueError(f"FTLLM_MACHINE_RANK must be in [0, {machines}), got {rank}")
+        return cls(machines, int(rank), ip, int(port))
+
+
+def launch_command(script: str | Path, args: list[str], num_processes: int, config_file: str | Path,
+                   nodes: Nodes = Nodes()) -> list[str]:  # fmt: skip
+    """The `accelerate launch` command line that runs `script args` in `num_processes` workers per node."""
     config_file = Path(config_file)
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file}: accelerate config not found")
+    where = ["--main_process_port", str(free_port())]  # one box: any free port, so two runs never collide
+    if nodes.machines > 1:
+        where = ["--machine_rank", str(nodes.rank), "--main_process_ip", nodes.main_ip,
+                 "--main_process_port", str(nodes.main_port)]  # fmt: skip
     return [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(config_file),
-        "--num_processes", str(num_processes),
-        "--num_machines", "1",
-        "--main_process_port", str(free_port()),
+        "--num_processes", str(num_processes * nodes.machines),  # accelerate counts processes over all nodes
+        "--num_machines", str(nodes.machines),
+        *where,
         str(script), *args,
     ]  # fmt: skip
 
@@ -167,19 +203,20 @@ def relaunch_if_needed(num_processes: int | str, config_file: str | Path, argv: 
     model being trained, for the offload threshold) overrides an FSDP config's sharding settings.
     """
     count = resolve_num_processes(num_processes)
-    if count == 1 or is_worker():
+    nodes = Nodes.from_env()
+    if (count == 1 and nodes.machines == 1) or is_worker():
         return None
     argv = list(sys.argv if argv is None else argv)
     derived = None
     if fsdp is not None and Path(config_file).is_file():
         from ftllm.train.trainer import device_memory_bytes
 
-        offload = wants_cpu_offload(fsdp, model_dir, count, device_memory_bytes())
+        offload = wants_cpu_offload(fsdp, model_dir, count * nodes.machines, device_memory_bytes())
         derived = fsdp_config_file(config_file, fsdp, offload)
         if derived is not None:
             log.info("FSDP: %s, reshard_after_forward %s, activation_checkpointing %s, cpu offload %s",
                      fsdp.auto_wrap_policy, fsdp.reshard_after_forward, fsdp.activation_checkpointing, offload)
-    command = launch_command(argv[0], argv[1:], count, derived or config_file)
+    command = launch_command(argv[0], argv[1:], count, derived or config_file, nodes)
     log.info("relaunching under accelerate with %d processes: %s", count, " ".join(command))
     env = {**os.environ, "FTLLM_LAUNCHED": "1"}
     if not _has_cuda():  # torchrun workers on a CPU box: accelerate needs this to pick MULTI_CPU (gloo)

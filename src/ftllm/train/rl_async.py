@@ -212,14 +212,16 @@ class VllmServer:
     """`vllm serve` in its own process group on this machine's GPU; a context manager that stops it."""
 
     def __init__(self, model, gpu_memory_utilization: float, max_model_len: int | None, dtype: str, log_path: Path,
-                 startup_timeout_s: float = 600.0, gpus: list[str] | None = None, weight_backend: str = "ipc"):  # fmt: skip
+                 startup_timeout_s: float = 600.0, gpus: list[str] | None = None,
+                 weight_backend: str = "ipc"):  # fmt: skip
         """`gpus` None: the GPUs this process sees (the same-card case); else the server's own, one engine
         per GPU (vLLM data parallel), weights arriving over `weight_backend`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.gpus = list(gpus) if gpus is not None else None
+        engines = len(self.gpus) if self.gpus else 1
         self.command = server_command(model, self.port, gpu_memory_utilization, max_model_len, dtype,
-                                      weight_backend=weight_backend, data_parallel_size=len(self.gpus or [0]))  # fmt: skip
+                                      weight_backend=weight_backend, data_parallel_size=engines)
         self.log_path = Path(log_path)
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
