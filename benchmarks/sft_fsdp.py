@@ -28,6 +28,11 @@ where DoRA leaves the base frozen, 4N instead of 6N: no weight gradients for the
     python benchmarks/sft_fsdp.py --gpus 8 --stage cpt     # -> benchmarks/results/cpt_fsdp_8xh200.json
     python benchmarks/sft_fsdp.py --tiny --gpus 2 --out /tmp/sft_fsdp.json   # CPU: 2 gloo processes
 
+A kept --workdir is reused by the next call (models and data when the settings match, and the runs already
+done), so the runs can go one call each where a command may only run for minutes:
+
+    python benchmarks/sft_fsdp.py --gpus 8 --workdir /tmp/sftw --runs small_1   # ... then small_n, fsdp2, ...
+
 On CPU accelerate cannot shard (FSDP needs a GPU distributed type), so --tiny runs its multi-process runs
 with configs/accelerate/cpu.yaml (data parallel over gloo): it proves the launch, per-rank measurement and
 aggregation, not FSDP itself.
@@ -100,8 +105,18 @@ def gpu_count() -> int:
 
 
 def write_inputs(args, work: Path, stage_section) -> dict:
-    """Big and small random models, and the rows (sft) or corpus (cpt) every run reads."""
+    """Big and small random models, and the rows (sft) or corpus (cpt) every run reads; those of an earlier
+    call with the same --workdir and settings are reused (writing the 48-layer model takes minutes)."""
     from transformers import AutoTokenizer
+
+    record = work / f"inputs-{args.stage}.json"
+    settings = {k: getattr(args, k) for k in ("stage", "shape", "small_layers", "min_len", "max_len", "steps",
+                                              "warmup", "gpus", "seed", "tiny")}  # fmt: skip
+    if record.exists():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved["settings"] == settings:
+            print(f"reusing the models and data in {work}", flush=True)
+            return saved["inputs"]
 
     from sft_stage_mfu import row_lengths, write_model, write_rows
 
@@ -126,7 +141,9 @@ def write_inputs(args, work: Path, stage_section) -> dict:
         lengths = [len(tokenizer(text)["input_ids"]) + 1 for text in texts]
     else:
         lengths = row_lengths(run_config(args, stage_section, 1, "small"), tokenizer, data)
-    return {"models": models, "data": str(data), "lengths": lengths}
+    inputs = {"models": models, "data": str(data), "lengths": lengths}
+    record.write_text(json.dumps({"settings": settings, "inputs": inputs}), encoding="utf-8")
+    return inputs
 
 
 def max_tokens_per_micro_batch(args, section) -> int:
@@ -274,7 +291,9 @@ def main(argv=None) -> int:
     try:
         print(f"writing models ({args.shape['layers']} and {args.small_layers} layers) and data to {work}", flush=True)
         inputs = write_inputs(args, work, section)
-        results = {}
+        # runs of earlier calls with this --workdir count too: one call per run fits a 10-minute command limit
+        results = {p.parent.name: json.loads(p.read_text()) for p in sorted(work.glob(f"*/result-{args.stage}.json"))
+                   if p.parent.name in RUNS}  # fmt: skip
         for run in plan(args, section):
             print(f"--- {run['name']}: {run['model']} model, {run['processes']} processes", flush=True)
             try:
@@ -282,6 +301,8 @@ def main(argv=None) -> int:
             except Exception as err:  # noqa: BLE001 - one failing run must not hide the others
                 traceback.print_exc()
                 results[run["name"]] = {"error": f"{type(err).__name__}: {err}"[:800]}
+            results[run["name"]]["command"] = provenance(None if argv is None else [__file__, *argv])["command"]
+            (work / run["name"] / f"result-{args.stage}.json").write_text(json.dumps(results[run["name"]]))
             print(json.dumps({k: results[run["name"]].get(k) for k in ("tokens_per_s_per_gpu", "mfu",
                               "peak_memory_gb_max", "error")}), flush=True)  # fmt: skip
     finally:

@@ -40,13 +40,17 @@ def test_plan_and_overrides_keep_one_micro_batch_per_gpu():
 def test_two_gloo_processes_run_the_sft_stage_and_report(tmp_path):
     out = tmp_path / "sft_fsdp.json"
     command = [sys.executable, str(REPO / "benchmarks" / "sft_fsdp.py"), "--tiny", "--gpus", "2",
-               "--runs", "fsdp2,zero3,small_1,small_n", "--out", str(out)]  # fmt: skip
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+               "--workdir", str(tmp_path / "work"), "--out", str(out)]  # fmt: skip
+    # two calls on one work folder: the second reuses the first's models and data and adds its run to the report
+    for runs in ("fsdp2,zero3,small_1", "small_n"):
+        proc = subprocess.run([*command, "--runs", runs], cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "reusing the models and data" in proc.stdout
     result = json.loads(out.read_text())
     assert result["gpus"] == 2 and result["card"] and result["date"] and result["commit"]
     assert "sft_fsdp.py --tiny" in result["command"]
     runs = result["runs"]
+    assert set(runs) == {"fsdp2", "zero3", "small_1", "small_n"} and "small_n" in runs["small_n"]["command"]
     for name in ("fsdp2", "small_n"):  # two ranks under accelerate launch, each measured
         assert runs[name]["distributed_type"].endswith("MULTI_CPU"), runs[name]
         assert runs[name]["gpus"] == 2 and len(runs[name]["peak_memory_gb_per_gpu"]) == 2
