@@ -44,6 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--enforce-eager", action="store_true", help="vLLM without CUDA graphs (faster start-up)")
     p.add_argument("--language", default="ja")
     p.add_argument("--timeout", type=int, default=1800, help="seconds one GPU count may take")
     p.add_argument("--seed", type=int, default=0)
@@ -62,7 +63,7 @@ def section(args, model: str, backend: str) -> dict:
         fields.setdefault(category, []).append(unit)
     teacher = {"model": model, "backend": backend, "max_model_len": args.max_model_len, "seed": args.seed}
     if backend == "vllm":
-        teacher["gpu_memory_utilization"] = args.gpu_memory_utilization
+        teacher |= {"gpu_memory_utilization": args.gpu_memory_utilization, "enforce_eager": args.enforce_eager}
     return {
         "teacher": teacher,
         "sampling": {"temperature": 1.0, "max_new_tokens": args.max_new_tokens, "skip_special_tokens": False},
@@ -116,18 +117,27 @@ def worker(spec_path: Path) -> int:
 # The parent: n workers per count, the common start, the report
 
 
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use, in order (CUDA_VISIBLE_DEVICES when set)."""
+    import torch
+
+    listed = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return listed or [str(i) for i in range(torch.cuda.device_count())]
+
+
 def run_count(args, count: int, value: dict, work: Path, cuda: bool) -> dict:
     folder = work / f"gpus{count}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     procs = []
+    visible = visible_gpus() if cuda else []
     for rank in range(count):
         spec = folder / f"spec{rank}.json"
         spec.write_text(json.dumps({"folder": str(folder), "rank": rank, "workers": count, "section": value,
                                     "timeout": args.timeout}), encoding="utf-8")  # fmt: skip
         # one GPU per worker; without GPUs the workers are CPU processes (hf backend)
-        worker_env = {**env, "CUDA_VISIBLE_DEVICES": str(rank) if cuda else ""}
+        worker_env = {**env, "CUDA_VISIBLE_DEVICES": visible[rank] if cuda else ""}
         log = open(folder / f"log{rank}.txt", "wb")
         procs.append((subprocess.Popen([sys.executable, __file__, "--worker", str(spec)], env=worker_env,
                                        stdout=log, stderr=subprocess.STDOUT), log))  # fmt: skip

@@ -48,8 +48,9 @@ def parse_args(argv=None):
                    "gpus/4, at least 1)")
     p.add_argument("--max-staleness", type=int, default=4, help="rl.max_staleness: policy lag of a rollout, in steps")
     p.add_argument("--weight-sync-steps", type=int, default=1)
-    p.add_argument("--accelerate-config", default=str(ROOT / "configs" / "accelerate" / "ddp.yaml"),
-                   help="launcher config of the training processes (cpu.yaml is used without GPUs)")
+    p.add_argument("--accelerate-config", default=str(ROOT / "configs" / "accelerate" / "fsdp2.yaml"),
+                   help="launcher config of the training processes, the full profile's rl one by default "
+                        "(cpu.yaml is used without GPUs)")
     p.add_argument("--digits", type=int, default=2)
     p.add_argument("--sft-steps", type=int, default=40)
     p.add_argument("--sft-lr", type=float, default=None)

@@ -182,6 +182,8 @@ def plan(args, section) -> list[dict]:
     """(name, model, processes, accelerate config) of each requested run."""
     multi = args.accelerate_config or (section.accelerate_config if not args.tiny or gpu_count() else
                                        str(ROOT / "configs" / "accelerate" / "cpu.yaml"))  # fmt: skip
+    if not Path(multi).exists() and (ROOT / multi).exists():  # params name it relative to the repository
+        multi = str(ROOT / multi)
     table = {
         "fsdp2": ("big", args.gpus, multi),
         "fsdp2_keep": ("big", args.gpus, multi),

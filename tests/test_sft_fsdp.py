@@ -25,7 +25,7 @@ def test_plan_and_overrides_keep_one_micro_batch_per_gpu():
     runs = {r["name"]: r for r in sft_fsdp.plan(args, section)}
     assert set(runs) == {"fsdp2", "small_1", "small_n"}
     assert runs["fsdp2"]["processes"] == 4 and runs["small_1"]["processes"] == 1
-    assert runs["fsdp2"]["accelerate_config"] == section.accelerate_config  # the stage's own launcher config
+    assert runs["fsdp2"]["accelerate_config"].endswith(section.accelerate_config)  # the stage's own launcher config
     assert args.shape["layers"] == 48 and args.shape["hidden"] == 4096
     big = sft_fsdp.run_config(args, section, 4, "big")
     small = sft_fsdp.run_config(args, section, 1, "small")

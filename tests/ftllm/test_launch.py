@@ -173,3 +173,22 @@ def test_several_nodes_from_the_environment(monkeypatch, not_a_worker):
         monkeypatch.setenv(key, value)
     assert launch.relaunch_if_needed(1, CPU_CONFIG, ["stages/sft.py"]) == 0
     assert seen and seen[0][seen[0].index("--num_processes") + 1] == "2"
+
+
+def test_gpu_memory_comes_from_nvml_without_a_cuda_context(monkeypatch):
+    import sys
+    import types
+
+    assert launch.gpu_memory_bytes() is None or launch._has_cuda()  # no GPU here: nothing to size against
+    calls = []
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: calls.append("init"), nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlDeviceGetHandleByIndex=lambda i: calls.append(("index", i)) or "h",
+        nvmlDeviceGetHandleByUUID=lambda u: calls.append(("uuid", u)) or "h",
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=141 * 2**30),
+    )  # fmt: skip
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(launch, "_has_cuda", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    assert launch.gpu_memory_bytes() == 141 * 2**30
+    assert calls == ["init", ("index", 3), "shutdown"]  # the first GPU this process may use

@@ -129,6 +129,28 @@ def wants_cpu_offload(settings: FsdpSettings, model_dir: str | Path | None, proc
     return states > settings.cpu_offload_threshold * MEMORY_HEADROOM * memory_bytes
 
 
+def gpu_memory_bytes() -> int | None:
+    """Memory of the first GPU, read through NVML when it can be: this process only launches the workers and
+    should not hold a CUDA context (~0.5 GB of GPU 0) while they train."""
+    if not _has_cuda():
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+            handle = (pynvml.nvmlDeviceGetHandleByIndex(int(visible)) if visible.isdigit()
+                      else pynvml.nvmlDeviceGetHandleByUUID(visible))  # fmt: skip
+            return int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVML (or a MIG/odd id): ask CUDA instead
+        from ftllm.train.trainer import device_memory_bytes
+
+        return device_memory_bytes()
+
+
 def fsdp_config_file(config_file: str | Path, settings: FsdpSettings, offload: bool) -> Path | None:
     """A temporary copy of an FSDP accelerate config with `settings` applied; None for other launchers."""
     import yaml
@@ -209,9 +231,7 @@ def relaunch_if_needed(num_processes: int | str, config_file: str | Path, argv: 
     argv = list(sys.argv if argv is None else argv)
     derived = None
     if fsdp is not None and Path(config_file).is_file():
-        from ftllm.train.trainer import device_memory_bytes
-
-        offload = wants_cpu_offload(fsdp, model_dir, count * nodes.machines, device_memory_bytes())
+        offload = wants_cpu_offload(fsdp, model_dir, count * nodes.machines, gpu_memory_bytes())
         derived = fsdp_config_file(config_file, fsdp, offload)
         if derived is not None:
             log.info("FSDP: %s, reshard_after_forward %s, activation_checkpointing %s, cpu offload %s",
