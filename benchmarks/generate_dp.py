@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--enforce-eager", action="store_true", help="vLLM without CUDA graphs (faster start-up)")
+    p.add_argument("--dtype", default=None, help="engine dtype (default bfloat16 with GPUs, float32 without)")
     p.add_argument("--language", default="ja")
     p.add_argument("--timeout", type=int, default=1800, help="seconds one GPU count may take")
     p.add_argument("--seed", type=int, default=0)
@@ -61,7 +62,8 @@ def section(args, model: str, backend: str) -> dict:
     fields: dict[str, list[str]] = {}
     for category, unit in units:
         fields.setdefault(category, []).append(unit)
-    teacher = {"model": model, "backend": backend, "max_model_len": args.max_model_len, "seed": args.seed}
+    teacher = {"model": model, "backend": backend, "max_model_len": args.max_model_len, "seed": args.seed,
+               "dtype": args.dtype or ("bfloat16" if backend == "vllm" else "float32")}
     if backend == "vllm":
         teacher |= {"gpu_memory_utilization": args.gpu_memory_utilization, "enforce_eager": args.enforce_eager}
     return {
