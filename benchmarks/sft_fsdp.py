@@ -216,6 +216,8 @@ def launch_run(args, run: dict, inputs: dict, work: Path) -> dict:
     except subprocess.TimeoutExpired as err:
         code, tail = "timeout", str(err)[-3000:]
     (folder / "log.txt").write_text(tail, encoding="utf-8")
+    for saved in ("out", "ck"):  # the trained model (22 GB at 48 layers) is not what this measures: free the disk
+        shutil.rmtree(folder / saved, ignore_errors=True)
     ranks = sorted(folder.glob("rank*.json"))
     reports = [json.loads(p.read_text()) for p in ranks]
     wall = round(time.perf_counter() - started, 1)
