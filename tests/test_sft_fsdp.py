@@ -61,3 +61,18 @@ def test_two_gloo_processes_run_the_sft_stage_and_report(tmp_path):
     assert result["scaling_efficiency"] == pytest.approx(expected, rel=1e-3)
     if importlib.util.find_spec("deepspeed") is None:
         assert "deepspeed" in runs["zero3"]["error"]
+
+
+@pytest.mark.slow
+def test_cpt_flag_runs_the_cpt_stage_on_two_processes(tmp_path):
+    out = tmp_path / "cpt_fsdp.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "sft_fsdp.py"), "--tiny", "--stage", "cpt", "--gpus", "2",
+               "--runs", "small_1,small_n", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["stage"] == "cpt" and result["scaling_efficiency"] > 0
+    many = result["runs"]["small_n"]
+    assert many["distributed_type"].endswith("MULTI_CPU") and many["settings"]["gradient_accumulation_steps"] == 1
+    # a CPT step is one full block per process: the tokens timed are exactly blocks x processes x steps
+    assert many["timed_tokens"] == many["settings"]["block_size"] * 2 * many["timed_steps"]
