@@ -198,13 +198,27 @@ def weights_summary(rows: list[dict]) -> dict:
     return out
 
 
+def sft_config(args):
+    """The short SFT that puts the policy in the answer format before RL (one process)."""
+    from ftllm.config import build
+    from ftllm.train.sft import SFTConfig
+
+    cuda = args.device == "cuda"
+    return build(SFTConfig, {
+        "prompt": BARE_PROMPT, "reasoning": "drop", "dtype": "bfloat16" if cuda else "float32", "bf16": cuda,
+        "attn_implementation": "sdpa", "learning_rate": args.sft_lr or (5e-5 if cuda else 2e-3),
+        "lr_scheduler_type": "constant", "warmup_ratio": 0.0, "max_steps": args.sft_steps, "max_length": 128,
+        "global_batch_size": 32, "per_device_batch_size": 32, "gradient_checkpointing": False,
+        "use_liger_kernel": False, "save_steps": 10**6, "num_processes": 1, "seed": args.seed,
+    }, "sft")  # fmt: skip
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
 
-    from ftllm.config import build
     from ftllm.io import write_json, write_records
-    from ftllm.train.sft import SFTConfig, train_sft
+    from ftllm.train.sft import train_sft
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("rl_gpu.py: --device cuda but no GPU is visible (use --device cpu for the CPU check)")
@@ -217,13 +231,7 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     base = prepare_model(args.model, work, args.seed)
 
-    sft = build(SFTConfig, {
-        "prompt": BARE_PROMPT, "reasoning": "drop", "dtype": "bfloat16" if cuda else "float32", "bf16": cuda,
-        "attn_implementation": "sdpa", "learning_rate": args.sft_lr or (5e-5 if cuda else 2e-3),
-        "lr_scheduler_type": "constant", "warmup_ratio": 0.0, "max_steps": args.sft_steps, "max_length": 128,
-        "global_batch_size": 32, "per_device_batch_size": 32, "gradient_checkpointing": False,
-        "use_liger_kernel": False, "save_steps": 10**6, "num_processes": 1, "seed": args.seed,
-    }, "sft")  # fmt: skip
+    sft = sft_config(args)
     sft_started = time.perf_counter()
     train_sft(sft, base, data, work / "sft", work / "sft-ckpt")
     sft_s = time.perf_counter() - sft_started

@@ -166,7 +166,9 @@ def _relaunched(section: str, config, ctx: click.Context) -> bool:
 
     script = inspect.getsourcefile(ctx.command.callback)
     try:
-        code = relaunch_if_needed(config.num_processes, config.accelerate_config, [script, *command_argv(ctx)])
+        # the checkpoint being trained (option `model`) sizes the `fsdp.cpu_offload_threshold` decision
+        code = relaunch_if_needed(config.num_processes, config.accelerate_config, [script, *command_argv(ctx)],
+                                  fsdp=getattr(config, "fsdp", None), model_dir=ctx.params.get("model"))
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     if code:

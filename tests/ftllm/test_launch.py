@@ -94,3 +94,101 @@ def test_failing_workers_return_nonzero(tmp_path, not_a_worker):
     script = tmp_path / "fail.py"
     script.write_text("import sys; sys.exit(3)\n")
     assert launch.relaunch_if_needed(2, CPU_CONFIG, [str(script)]) != 0
+
+
+FSDP2_CONFIG = ROOT / "conf" / "accelerate" / "fsdp2.yaml"
+
+
+def test_fsdp_settings_are_written_over_an_fsdp_config_only():
+    import yaml
+
+    settings = launch.FsdpSettings(auto_wrap_policy="SIZE_BASED_WRAP", reshard_after_forward=False,
+                                   activation_checkpointing=True)  # fmt: skip
+    path = launch.fsdp_config_file(FSDP2_CONFIG, settings, offload=True)
+    try:
+        data = yaml.safe_load(path.read_text())
+        fsdp = data["fsdp_config"]
+        assert fsdp["fsdp_auto_wrap_policy"] == "SIZE_BASED_WRAP" and fsdp["fsdp_reshard_after_forward"] is False
+        assert fsdp["fsdp_activation_checkpointing"] is True and fsdp["fsdp_offload_params"] is True
+        assert fsdp["fsdp_version"] == 2 and data["mixed_precision"] == "bf16"  # the rest of the file is kept
+    finally:
+        path.unlink()
+    assert launch.fsdp_config_file(CPU_CONFIG, settings, offload=False) is None  # not FSDP: left as it is
+    with pytest.raises(ValueError, match="auto_wrap_policy"):
+        launch.FsdpSettings(auto_wrap_policy="BY_LAYER")
+    with pytest.raises(ValueError, match="cpu_offload_threshold"):
+        launch.FsdpSettings(cpu_offload_threshold=0)
+
+
+def test_cpu_offload_only_past_the_threshold(tiny_model):
+    settings = launch.FsdpSettings()
+    assert not launch.wants_cpu_offload(settings, tiny_model, 2, 80 * 2**30)  # a tiny model fits any card
+    assert launch.wants_cpu_offload(settings, tiny_model, 2, 2**10)  # ... but not a 1 KiB one
+    assert not launch.wants_cpu_offload(launch.FsdpSettings(cpu_offload_threshold=None), tiny_model, 2, 2**10)
+    assert not launch.wants_cpu_offload(settings, tiny_model, 2, None)  # no GPU: nothing to size against
+
+
+def test_relaunch_launches_with_the_params_fsdp_settings(monkeypatch, not_a_worker):
+    import subprocess
+
+    import yaml
+
+    seen = {}
+
+    def fake_run(command, check, env):
+        path = Path(command[command.index("--config_file") + 1])
+        seen["path"], seen["fsdp"] = path, yaml.safe_load(path.read_text())["fsdp_config"]
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(launch.subprocess, "run", fake_run)
+    settings = launch.FsdpSettings(reshard_after_forward=False)
+    assert launch.relaunch_if_needed(2, FSDP2_CONFIG, ["stages/sft.py"], fsdp=settings) == 0
+    assert seen["path"] != FSDP2_CONFIG and seen["fsdp"]["fsdp_reshard_after_forward"] is False
+    assert not seen["path"].exists()  # the temporary copy is removed after the workers finish
+
+
+def test_several_nodes_from_the_environment(monkeypatch, not_a_worker):
+    import subprocess
+
+    assert launch.Nodes.from_env({}) == launch.Nodes()
+    env = {"FTLLM_NUM_MACHINES": "2", "FTLLM_MACHINE_RANK": "1", "FTLLM_MAIN_PROCESS_IP": "10.0.0.1",
+           "FTLLM_MAIN_PROCESS_PORT": "29500"}  # fmt: skip
+    nodes = launch.Nodes.from_env(env)
+    command = launch.launch_command("stages/sft.py", [], 8, CPU_CONFIG, nodes)
+    value = {flag: command[command.index(flag) + 1] for flag in ("--num_processes", "--num_machines",
+                                                                 "--machine_rank", "--main_process_ip",
+                                                                 "--main_process_port")}  # fmt: skip
+    assert value == {"--num_processes": "16", "--num_machines": "2", "--machine_rank": "1",
+                     "--main_process_ip": "10.0.0.1", "--main_process_port": "29500"}  # 8 per node, 16 in all
+    with pytest.raises(ValueError, match="FTLLM_MAIN_PROCESS_IP"):
+        launch.Nodes.from_env({"FTLLM_NUM_MACHINES": "2", "FTLLM_MACHINE_RANK": "0"})
+    with pytest.raises(ValueError, match="MACHINE_RANK"):
+        launch.Nodes.from_env({**env, "FTLLM_MACHINE_RANK": "2"})
+
+    # one GPU per node is still a distributed run: relaunched, not trained in place
+    seen = []
+    monkeypatch.setattr(launch.subprocess, "run", lambda command, check, env: seen.append(command)
+                        or subprocess.CompletedProcess(command, 0))  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launch.relaunch_if_needed(1, CPU_CONFIG, ["stages/sft.py"]) == 0
+    assert seen and seen[0][seen[0].index("--num_processes") + 1] == "2"
+
+
+def test_gpu_memory_comes_from_nvml_without_a_cuda_context(monkeypatch):
+    import sys
+    import types
+
+    assert launch.gpu_memory_bytes() is None or launch._has_cuda()  # no GPU here: nothing to size against
+    calls = []
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: calls.append("init"), nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlDeviceGetHandleByIndex=lambda i: calls.append(("index", i)) or "h",
+        nvmlDeviceGetHandleByUUID=lambda u: calls.append(("uuid", u)) or "h",
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=141 * 2**30),
+    )  # fmt: skip
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(launch, "_has_cuda", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    assert launch.gpu_memory_bytes() == 141 * 2**30
+    assert calls == ["init", ("index", 3), "shutdown"]  # the first GPU this process may use

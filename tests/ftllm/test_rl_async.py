@@ -224,3 +224,65 @@ def test_tree_packed_forward_with_the_stand_in_matches_plain_forwards(tiny_model
         # each trained token p of sample i is scored at the packed position of its predecessor p - 1
         expected = torch.cat([plain.model(input_ids=torch.tensor([ids])).last_hidden_state[0, :-1] for ids in samples])
     assert torch.allclose(hidden[packed["token_index"]], expected, atol=1e-4)
+
+
+def test_server_on_its_own_gpus_takes_nccl_weights_and_one_engine_per_gpu(tmp_path):
+    from ftllm.train.rl_async import server_command, split_gpus
+
+    command = server_command("m", 8000, 0.9, None, "bfloat16", weight_backend="nccl", data_parallel_size=2)
+    assert command[command.index("--weight-transfer-config") + 1] == '{"backend": "nccl"}'
+    assert command[command.index("--data-parallel-size") + 1] == "2" and "--max-model-len" not in command
+    assert "--data-parallel-size" not in server_command("m", 8000, 0.3, 128, "bfloat16")  # same card: one engine
+    with pytest.raises(ValueError, match="weight_backend"):
+        server_command("m", 8000, 0.9, None, "bfloat16", weight_backend="gloo")
+    assert split_gpus(["0", "1", "2", "3"], 1) == (["0", "1", "2"], ["3"])
+    assert split_gpus(["4", "5", "6", "7"], 2) == (["4", "5"], ["6", "7"])
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="server_gpus"):
+            split_gpus(["0", "1", "2", "3"], bad)
+
+    # the server process sees only its GPUs
+    server = VllmServer("model", 0.9, None, "bfloat16", log_path=tmp_path / "serve.log", gpus=["2", "3"],
+                        weight_backend="nccl", startup_timeout_s=30)  # fmt: skip
+    assert server.command[server.command.index("--data-parallel-size") + 1] == "2"
+    server.command = [sys.executable, "-c", "import os, sys; print('GPUS', os.environ['CUDA_VISIBLE_DEVICES']); "
+                      "sys.exit(5)"]  # fmt: skip
+    with pytest.raises(RuntimeError, match="exited with 5"):
+        server.__enter__()
+    assert "GPUS 2,3" in (tmp_path / "serve.log").read_text()
+
+
+def test_train_rl_async_with_url_uses_trl_nccl_transfer_and_the_local_attention(tiny_model, tmp_path, monkeypatch):
+    """mode async with a server URL (the several-GPU case): no server is started here, TRL's own NCCL
+    transfer is left in place (weight_transfer None), and tree attention still avoids the hub kernel."""
+    import trl.experimental.async_grpo as async_grpo
+
+    from ftllm.config import build
+    from ftllm.io import write_records
+    from ftllm.train import rl_async
+    from ftllm.train.rl import RLConfig, train_rl
+
+    events = []
+
+    class NoServer:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("no server may be started when rl.vllm_server_base_url is set")
+
+    class FakeTrainer:
+        def __init__(self, model, reward_funcs, args, train_dataset, callbacks, weight_transfer):
+            events.append(("trainer", args.vllm_server_base_url, weight_transfer, args.max_staleness))
+
+        def train(self, resume_from_checkpoint=None):
+            raise Stop("trained")
+
+    monkeypatch.setattr(rl_async, "VllmServer", NoServer)
+    monkeypatch.setattr(rl_async, "use_local_tree_attention", lambda: events.append(("attention",)) or "stub")
+    monkeypatch.setattr(async_grpo, "AsyncGRPOTrainer", FakeTrainer)
+    data = tmp_path / "kept.jsonl"
+    write_records(data, [{"id": "1", "problem": "1+1=", "answer": "2"}])
+    config = build(RLConfig, {"mode": "async", "vllm_server_base_url": "http://10.0.0.7:8000", "max_staleness": 2,
+                              "num_generations": 4, "prompts_per_step": 1, "per_device_batch_size": 4,
+                              "bf16": False, "num_processes": 1})  # fmt: skip
+    with pytest.raises(Stop):
+        train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt")
+    assert events == [("attention",), ("trainer", "http://10.0.0.7:8000", None, 2)]

@@ -442,12 +442,11 @@ def _same_device_server(config: RLConfig, model_dir, args, checkpoint_dir: Path,
     """mode async without a server URL: a vLLM server on this GPU (its memory share), weights over CUDA IPC."""
     from trl.experimental.async_grpo.vllm_client import VLLMClient
 
-    from ftllm.train.rl_async import CudaIpcWeightTransfer, VllmServer, use_local_tree_attention
+    from ftllm.train.rl_async import CudaIpcWeightTransfer, VllmServer
 
     if world_size() != 1:
         raise ValueError("rl.mode async without rl.vllm_server_base_url runs on one GPU (one process); "
                          "on several GPUs start the vLLM server apart and set rl.vllm_server_base_url")  # fmt: skip
-    log.info("async RL: tree attention through %s", use_local_tree_attention())
     server = stack.enter_context(VllmServer(
         model_dir, config.vllm_gpu_memory_utilization, max_model_len=None,
         dtype=config.dtype, log_path=checkpoint_dir / "vllm_server.log",
@@ -515,6 +514,10 @@ def train_rl(
     callbacks = [make_telemetry_callback(telemetry, plots_dir), *callbacks, *live_callbacks(config, live_dir)]
     with contextlib.ExitStack() as stack:
         weight_transfer = None
+        if config.mode == "async":  # with a server URL too: TRL would fetch its attention kernel from the hub
+            from ftllm.train.rl_async import use_local_tree_attention
+
+            log.info("async RL: tree attention through %s", use_local_tree_attention())
         if config.mode == "async" and not config.vllm_server_base_url:
             weight_transfer = _same_device_server(config, model_dir, args, Path(checkpoint_dir), stack)
         trainer = _build_trainer(config, model_dir, examples, args, telemetry, callbacks, weight_transfer)

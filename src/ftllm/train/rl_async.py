@@ -14,6 +14,10 @@ ranks on the same device, which NCCL refuses ("Duplicate GPU detected"). Three p
   fetches from the Hugging Face Hub at the first forward (`kernels.get_kernel`): the GPU machines
   reach no hub, so the same varlen call runs on PyTorch's SDPA (a local `flash_attn_interface`
   is used when installed).
+
+On several GPUs the server gets GPUs of its own (`VllmServer(gpus=..., weight_backend="nccl")`, or started
+apart with `server_command`'s line) and TRL's own NCCL weight transfer streams the trainer's weights to it;
+`split_gpus` says which of the visible GPUs train and which serve.
 """
 from __future__ import annotations
 
@@ -170,33 +174,62 @@ class CudaIpcWeightTransfer:
 # The server on the same card
 
 
+WEIGHT_BACKENDS = ("ipc", "nccl")
+
+
 def server_command(model: str | Path, port: int, gpu_memory_utilization: float, max_model_len: int | None,
-                   dtype: str) -> list[str]:  # fmt: skip
-    """`max_model_len` None: the model's own context length."""
+                   dtype: str, weight_backend: str = "ipc", data_parallel_size: int = 1,
+                   host: str = "127.0.0.1") -> list[str]:  # fmt: skip
+    """`max_model_len` None: the model's own context length. `weight_backend` ipc: the trainer shares this GPU
+    (CUDA IPC handles); nccl: the server has GPUs of its own and TRL's client broadcasts the weights over NCCL."""
+    if weight_backend not in WEIGHT_BACKENDS:
+        raise ValueError(f"weight_backend must be one of {', '.join(WEIGHT_BACKENDS)}, got {weight_backend!r}")
+    if data_parallel_size < 1:
+        raise ValueError(f"data_parallel_size must be >= 1, got {data_parallel_size}")
     return [
         # the API server module rather than the `vllm` CLI, which also needs the distribution to be named "vllm"
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
+        "--host", host, "--port", str(port), "--dtype", dtype,
         "--gpu-memory-utilization", str(gpu_memory_utilization),
         *(["--max-model-len", str(max_model_len)] if max_model_len else []),
-        "--logprobs-mode", "processed_logprobs", "--weight-transfer-config", '{"backend": "ipc"}',
+        *(["--data-parallel-size", str(data_parallel_size)] if data_parallel_size > 1 else []),
+        "--logprobs-mode", "processed_logprobs", "--weight-transfer-config", f'{{"backend": "{weight_backend}"}}',
     ]  # fmt: skip
+
+
+def split_gpus(visible: list[str], server_gpus: int) -> tuple[list[str], list[str]]:
+    """(trainer GPUs, server GPUs) of the `visible` ones: the server takes the last `server_gpus`.
+
+    Both sides need at least one: NCCL refuses a weight-transfer group with two ranks on one device.
+    """
+    if not 1 <= server_gpus < len(visible):
+        raise ValueError(f"server_gpus must be in [1, {len(visible) - 1}] with {len(visible)} GPUs "
+                         f"({','.join(visible) or 'none'}), got {server_gpus}")  # fmt: skip
+    return list(visible[:-server_gpus]), list(visible[-server_gpus:])
 
 
 class VllmServer:
     """`vllm serve` in its own process group on this machine's GPU; a context manager that stops it."""
 
     def __init__(self, model, gpu_memory_utilization: float, max_model_len: int | None, dtype: str, log_path: Path,
-                 startup_timeout_s: float = 600.0):  # fmt: skip
+                 startup_timeout_s: float = 600.0, gpus: list[str] | None = None,
+                 weight_backend: str = "ipc"):  # fmt: skip
+        """`gpus` None: the GPUs this process sees (the same-card case); else the server's own, one engine
+        per GPU (vLLM data parallel), weights arriving over `weight_backend`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = server_command(model, self.port, gpu_memory_utilization, max_model_len, dtype)
+        self.gpus = list(gpus) if gpus is not None else None
+        engines = len(self.gpus) if self.gpus else 1
+        self.command = server_command(model, self.port, gpu_memory_utilization, max_model_len, dtype,
+                                      weight_backend=weight_backend, data_parallel_size=engines)
         self.log_path = Path(log_path)
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> VllmServer:
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}
+        if self.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(self.command, env=env, stdout=out, stderr=subprocess.STDOUT,

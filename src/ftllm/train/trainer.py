@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ftllm.train.launch import check_num_processes
+from ftllm.train.launch import FsdpSettings, check_num_processes
 
 REPORTERS = ("dvclive", "trackio", "wandb", "tensorboard", "mlflow")  # transformers' `report_to` integrations
 
@@ -43,6 +43,7 @@ class TrainerSettings:
     # launch: every visible GPU through `accelerate launch` with this config (1 process on a CPU box)
     num_processes: Any = "auto"  # auto | N
     accelerate_config: str = "conf/accelerate/ddp.yaml"
+    fsdp: FsdpSettings = dataclasses.field(default_factory=FsdpSettings)  # applied when that config is FSDP
 
     def __post_init__(self) -> None:
         for key in ("per_device_batch_size", "save_steps", "logging_steps", "save_total_limit"):
