@@ -72,7 +72,8 @@ VOTE_FRACTION_TARGET = 0.02
 @click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results/predict_overhead.json"),
               show_default=True)
 def main(model, problems, n, max_new_tokens, vote_n, vote_problems, repeats, temperature, top_p, seed, dtype,
-         max_model_len, enforce_eager, ablate_logprobs, ablate_scoring, parse_workers, overlap_workers, compare_overlap, out) -> None:
+         max_model_len, enforce_eager, ablate_logprobs, ablate_scoring, parse_workers, overlap_workers, compare_overlap,
+         out) -> None:
     """Time bare LLM.generate against the predict stage's library call on the same prompts."""
     from strategy_runs import evaluation_rows
 
@@ -150,7 +151,8 @@ def prompt_ids(engine, config, rows: list[dict]) -> list[list[int]]:
     from ftllm.infer.predict import build_conversation
 
     template = Path(engine.spec.chat_template).read_text(encoding="utf-8") if engine.spec.chat_template else None
-    return [render_chat(engine.tokenizer, build_conversation(r, config), template, **dict(config.prompt.chat_template_kwargs))
+    return [render_chat(engine.tokenizer, build_conversation(r, config), template,
+                        **dict(config.prompt.chat_template_kwargs))
             for r in rows]
 
 

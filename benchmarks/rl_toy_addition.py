@@ -68,7 +68,8 @@ def main(argv=None) -> None:
 
     started = time.perf_counter()
     sft = build(SFTConfig, {
-        "prompt": {"system_prompt": None, "answer_instruction": None}, "reasoning": "drop", "dtype": "float32", "bf16": False,
+        "prompt": {"system_prompt": None, "answer_instruction": None}, "reasoning": "drop", "dtype": "float32",
+        "bf16": False,
         "attn_implementation": "sdpa", "learning_rate": args.sft_lr, "lr_scheduler_type": "constant",
         "warmup_ratio": 0.0, "max_steps": args.sft_steps, "max_length": 64, "global_batch_size": 20,
         "per_device_batch_size": 20, "gradient_checkpointing": False, "use_liger_kernel": False,
@@ -78,7 +79,8 @@ def main(argv=None) -> None:
     before = pass_rate(work / "sft", data, args.k, args.seed)
 
     rl = build(RLConfig, {
-        "prompt": {"system_prompt": None, "answer_instruction": None}, "rewards": {"accuracy": 1.0}, "loss_type": args.loss_type,
+        "prompt": {"system_prompt": None, "answer_instruction": None}, "rewards": {"accuracy": 1.0},
+        "loss_type": args.loss_type,
         "num_generations": 8, "max_completion_length": 8, "prompts_per_step": 4, "per_device_batch_size": 32,
         "max_steps": args.rl_steps, "learning_rate": args.rl_lr, "dtype": "float32", "bf16": False,
         "gradient_checkpointing": False, "save_steps": 10**6, "num_processes": 1, "seed": args.seed,

@@ -46,9 +46,9 @@ def main(repeats: int, out: Path) -> None:
         check = run_code(code, limits)
         if not check.ok:
             raise click.ClickException(f"snippet {name} failed in the sandbox: {check.output.strip()}")
-        sandboxed = _median_ms(lambda: run_code(code, limits), repeats)
-        plain = _median_ms(lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, check=True),
-                           repeats)
+        sandboxed = _median_ms(lambda code=code: run_code(code, limits), repeats)
+        plain = _median_ms(
+            lambda code=code: subprocess.run([sys.executable, "-c", code], capture_output=True, check=True), repeats)
         result["snippets"][name] = {"sandbox_ms": sandboxed, "plain_subprocess_ms": plain,
                                     "overhead_ms": round(sandboxed - plain, 1)}
         click.echo(f"{name}: sandbox {sandboxed} ms, plain subprocess {plain} ms")

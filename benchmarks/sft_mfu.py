@@ -133,7 +133,8 @@ def config_settings(name: str, args, use_liger: bool) -> dict:
     baseline = dict(attn="sdpa", per_device_train_batch_size=args.baseline_batch, max_length=args.max_len,
                     gradient_checkpointing=True, packing=False)  # fmt: skip
     ours = dict(attn="sdpa", per_device_train_batch_size=1, max_length=args.pack_len, packing=True,
-                packing_strategy="bfd", padding_free=True, gradient_checkpointing=False, use_liger_kernel=use_liger)  # fmt: skip
+                packing_strategy="bfd", padding_free=True, gradient_checkpointing=False,
+                use_liger_kernel=use_liger)  # fmt: skip
     table = {
         "baseline": baseline,
         "ours": ours,
@@ -185,7 +186,7 @@ def run_config(name: str, args, device: str, dtype, tokenizer, dataset, fpt: flo
     tokens_per_s = (tok1 - tok0) / (t1 - t0)
     result = {
         "attn_implementation": attn,
-        **{k: v for k, v in settings.items()},
+        **settings,
         "tokens_per_s": round(tokens_per_s, 1),
         "tflops": round(tokens_per_s * fpt / 1e12, 2),
         "mfu": round(tokens_per_s * fpt / 1e12 / peak, 4),

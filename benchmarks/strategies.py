@@ -73,7 +73,8 @@ def main(model, backend, problems, n, max_new_tokens, strategies, encoder, index
             strategy = get_strategy(name)
             table += compare(engine, rows, {name: (strategy, config)})
     setup = {"model": model, "backend": backend, "problems": len(rows), "n": n, "max_new_tokens": max_new_tokens,
-             "retrieval_encoder": encoder or f"{model} (stand-in)", "torch_threads": torch.get_num_threads()} | provenance()
+             "retrieval_encoder": encoder or f"{model} (stand-in)",
+             "torch_threads": torch.get_num_threads()} | provenance()
     write_json(out, {"setup": setup, "table": table})
     click.echo(f"wrote {out}")
 

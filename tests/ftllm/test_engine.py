@@ -85,7 +85,9 @@ def test_vllm_matches_the_interface_and_hf_greedy(tiny_model, hf_engine):
         outs = engine.generate_ids(long, SamplingSpec(n=2, temperature=1.0, max_new_tokens=3, seed=3))
         assert [len(cs) for cs in outs] == [2] * 12
         greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=4)
-        vllm_ids = [engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2] for p in engine.chat(CONVERSATIONS, greedy)]
-    hf_ids = [hf_engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2] for p in hf_engine.chat(CONVERSATIONS, greedy)]
+        vllm_ids = [engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2]
+                    for p in engine.chat(CONVERSATIONS, greedy)]
+    hf_ids = [hf_engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2]
+              for p in hf_engine.chat(CONVERSATIONS, greedy)]
     # Same prompt ids, same weights, greedy: the first tokens agree (fp32 on both sides).
     assert vllm_ids == hf_ids

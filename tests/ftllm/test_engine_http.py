@@ -102,7 +102,8 @@ def test_generate_ids_sends_token_prompts_and_reads_choices(tiny_model, server, 
     sampling = SamplingSpec(n=2, temperature=0.5, max_new_tokens=7, seed=3, stop=["</answer>"], logprobs=True)
     finished = []
     with _engine(tiny_model, server, api_key_env="FTLLM_TEST_KEY") as engine:
-        outs = engine.generate_ids([[11, 12], [21], [31, 32, 33]], sampling, on_finished=lambda p, cs: finished.append(cs))
+        outs = engine.generate_ids([[11, 12], [21], [31, 32, 33]], sampling,
+                                   on_finished=lambda p, cs: finished.append(cs))
     assert sorted(c[0].text for c in finished) == ["p11-c0", "p21-c0", "p31-c0"]
     assert [[c.text for c in o] for o in outs] == [["p11-c0", "p11-c1"], ["p21-c0", "p21-c1"], ["p31-c0", "p31-c1"]]
     first = outs[0]
@@ -143,18 +144,22 @@ def test_timeout_is_retried(tiny_model, server):
 def test_gives_up_without_leaking_the_key(tiny_model, server, monkeypatch):
     monkeypatch.setenv("FTLLM_TEST_KEY", "sk-secret")
     server.script = ["503"] * 5
-    with _engine(tiny_model, server, max_retries=2, api_key_env="FTLLM_TEST_KEY") as engine:
-        with pytest.raises(http_engine.EngineError) as err:
-            engine.generate_ids([[7]], SamplingSpec(n=1))
+    with (
+        _engine(tiny_model, server, max_retries=2, api_key_env="FTLLM_TEST_KEY") as engine,
+        pytest.raises(http_engine.EngineError) as err,
+    ):
+        engine.generate_ids([[7]], SamplingSpec(n=1))
     assert "503" in str(err.value) and "sk-secret" not in str(err.value)
     assert len(server.requests) == 3
 
 
 def test_client_errors_are_not_retried(tiny_model, server):
     server.script = ["400"]
-    with _engine(tiny_model, server, max_retries=3) as engine:
-        with pytest.raises(http_engine.EngineError, match="HTTP 400"):
-            engine.generate_ids([[8]], SamplingSpec(n=1))
+    with (
+        _engine(tiny_model, server, max_retries=3) as engine,
+        pytest.raises(http_engine.EngineError, match="HTTP 400"),
+    ):
+        engine.generate_ids([[8]], SamplingSpec(n=1))
     assert len(server.requests) == 1
 
 

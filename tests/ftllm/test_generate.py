@@ -61,7 +61,8 @@ def test_config_defaults_to_the_curriculum_and_validates_keys():
     assert cfg.fields == CURRICULUM and cfg.difficulties == tuple(range(1, 11)) and cfg.tool_use == (False, True)
     assert not cfg.sampling.skip_special_tokens
     units = {u for us in CURRICULUM.values() for u in us}
-    assert {"一次方程式", "連立方程式", "一次関数", "二次方程式", "二次関数", "場合の数と確率", "数列", "微分", "積分", "ベクトル", "複素数平面"} <= units
+    assert {"一次方程式", "連立方程式", "一次関数", "二次方程式", "二次関数", "場合の数と確率", "数列", "微分", "積分",
+            "ベクトル", "複素数平面"} <= units
     with pytest.raises(ConfigError, match="generate.sampels_per_cell"):
         build(GenerateConfig, {"teacher": {"model": "m"}, "sampels_per_cell": 2}, "generate")
     with pytest.raises(ConfigError, match="difficulties"):
@@ -138,7 +139,8 @@ def test_harmony_template_puts_reasoning_effort_in_the_system_message(tiny_model
 
 def test_parse_plain_reply():
     parsed = parse_teacher_text("前置き\n" + GOOD + "\n以上")
-    assert (parsed.problem, parsed.solution, parsed.answer, parsed.reasoning) == ("2x+3=7 を解け。", "2x=4 より x=2。", "2", "")
+    assert (parsed.problem, parsed.solution, parsed.answer, parsed.reasoning) == (
+        "2x+3=7 を解け。", "2x=4 より x=2。", "2", "")
     assert not parsed.uses_python
 
 
@@ -152,13 +154,16 @@ def test_parse_think_tags_and_special_tokens():
 def test_parse_harmony_reply():
     raw = (
         "<|channel|>analysis<|message|>Need a linear equation. Check: 2*2+3=7.<|end|>"
-        "<|start|>assistant<|channel|>final<|message|>" + GOOD.replace("<answer>2", "<answer>$\\boxed{2}$") + "<|return|>"
+        "<|start|>assistant<|channel|>final<|message|>"
+        + GOOD.replace("<answer>2", "<answer>$\\boxed{2}$")
+        + "<|return|>"
     )
     parsed = parse_teacher_text(raw)
     assert parsed.reasoning == "Need a linear equation. Check: 2*2+3=7."
     assert parsed.problem == "2x+3=7 を解け。" and parsed.answer == "2"
     assert "<problem>" not in parsed.reasoning and "analysis" not in parsed.solution
-    reasoning, final = split_reasoning("<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>final<|message|>b")
+    reasoning, final = split_reasoning(
+        "<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>final<|message|>b")
     assert (reasoning, final) == ("a", "b")
 
 
@@ -175,7 +180,8 @@ def test_parse_harmony_reply():
         ("<problem>pppppppp</problem><solution>s</solution><answer> $ $ </answer>", "stop", "empty_answer"),
         ("<problem></problem><solution>s</solution><answer>1</answer>", "stop", "empty_problem"),
         ("<problem>問題文</problem><solution>解答</solution><answer>最終解答</answer>", "stop", "problem_too_short"),
-        ("<problem>pppppppp</problem><solution>s</solution><answer>" + "x" * 300 + "</answer>", "stop", "answer_too_long"),
+        ("<problem>pppppppp</problem><solution>s</solution><answer>" + "x" * 300 + "</answer>", "stop",
+         "answer_too_long"),
     ],
 )
 def test_parse_failures_have_reasons(raw, finish, reason):
@@ -230,7 +236,8 @@ class ScriptedEngine(Engine):
         for conversation in conversations:
             user = conversation[-1]["content"]
             bad = "7 / 10" in user and "Python" in user
-            text = "わかりません" if bad else f"<think>r</think><problem>{user[:40]}</problem><solution>s{sampling.seed}</solution><answer>1</answer>"
+            text = "わかりません" if bad else (
+                f"<think>r</think><problem>{user[:40]}</problem><solution>s{sampling.seed}</solution><answer>1</answer>")
             outs.append([Completion(text + f" #{i}", 5, -1.0, "stop") for i in range(sampling.n)])
         return outs
 
@@ -261,7 +268,8 @@ def test_rerun_skips_complete_shards_and_worker_split(tmp_path):
     out = tmp_path / "raw"
     first = generate_shards(cfg, out, shard=(1, 3), engine=ScriptedEngine())
     assert first["shards_owned"] == first["shards_done"] == 3  # shards 1, 4, 7
-    assert sorted(p.name for p in out.glob("shard-*.parquet")) == ["shard-00001.parquet", "shard-00004.parquet", "shard-00007.parquet"]
+    assert sorted(p.name for p in out.glob("shard-*.parquet")) == [
+        "shard-00001.parquet", "shard-00004.parquet", "shard-00007.parquet"]
     shard_path(out, 4).unlink()  # an interrupted shard: only it is redone
     engine = ScriptedEngine()
     generate_shards(cfg, out, shard=(1, 3), engine=engine)
@@ -270,7 +278,8 @@ def test_rerun_skips_complete_shards_and_worker_split(tmp_path):
     for worker in (0, 2):
         generate_shards(cfg, out, shard=(worker, 3), engine=ScriptedEngine())
     generate_shards(cfg, tmp_path / "whole", engine=ScriptedEngine())
-    assert {r["id"]: r["solution"] for r in read_records(out)} == {r["id"]: r["solution"] for r in read_records(tmp_path / "whole")}
+    assert {r["id"]: r["solution"] for r in read_records(out)} == {
+        r["id"]: r["solution"] for r in read_records(tmp_path / "whole")}
     # every shard done: no engine is built at all (the teacher model "unused" does not exist)
     assert generate_shards(cfg, out)["samples"] == 36
 

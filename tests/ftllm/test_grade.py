@@ -68,7 +68,8 @@ def test_fallback_rewrites():
     assert rewrite.dict_candidate("\\boxed{a: 2, b: -5}") == "$a = 2, b = -5$"
     assert rewrite.dict_candidate("{1: 0.3, 2: 0.7}") == "$0.3, 0.7$"
     assert rewrite.dict_candidate("3:5") is None and rewrite.dict_candidate("{A: (1, 2), B: 3}") is None
-    assert rewrite.vector_names("$\\frac{PQ}{3}$", "$\\overrightarrow{PQ}$") == ("$\\frac{\\vec{PQ}}{3}$", "$\\vec{PQ}$")
+    assert rewrite.vector_names("$\\frac{PQ}{3}$", "$\\overrightarrow{PQ}$") == (
+        "$\\frac{\\vec{PQ}}{3}$", "$\\vec{PQ}$")
     assert rewrite.vector_names("$PQ$", "$PQ$") is None
     assert rewrite.degrees_to_radians("$30^{\\circ}$") == "$30\\cdot\\frac{\\pi}{180}$"
     assert rewrite.decimals_to_fractions("0.75y") == "\\frac{75}{100}y"

@@ -18,7 +18,8 @@ from ftllm.judge.verdict import parse_verdict, verdict_conversation
 def make_row(i: int, problem: str | None = None, answer: str = "5", **extra) -> dict:
     row = {
         "id": f"r{i}", "field": "algebra", "difficulty": "easy", "tool_use": False, "sample_index": i,
-        "problem": problem or f"ある数に {i + 2} をかけて {i + 7} を足すと {5 * (i + 2) + i + 7} になる。ある数を求めなさい。",
+        "problem": problem or (
+            f"ある数に {i + 2} をかけて {i + 7} を足すと {5 * (i + 2) + i + 7} になる。ある数を求めなさい。"),
         "reasoning": "", "solution": "両辺から足した数を引き、かけた数で割ると、ある数は 5 である。", "answer": answer,
         "uses_python": False, "raw_text": "",
     }
@@ -123,7 +124,8 @@ def test_decontamination():
 
 @pytest.mark.parametrize("text, label, reason", [
     ('{"verdict": "consistent", "reason": "checks out"}', "consistent", "checks out"),
-    ('thinking... {"verdict": "consistent"} final: {"verdict": "ill-posed", "reason": "no data"}', "ill_posed", "no data"),
+    ('thinking... {"verdict": "consistent"} final: {"verdict": "ill-posed", "reason": "no data"}',
+     "ill_posed", "no data"),
     ("Verdict: Inconsistent\nReason: 3 times 5 is 15", "inconsistent", "3 times 5 is 15"),
     ("**Verdict**: ill posed", "ill_posed", ""),
     ("Consistent. The algebra is right.", "consistent", ""),

@@ -66,10 +66,11 @@ def test_predict_with_a_10_mb_problem_stays_small_and_reports_the_row(tmp_path, 
     root = Path(__file__).resolve().parents[2]
     # the stage reports its own peak resident memory as it exits
     wrapper = ("import atexit, resource, runpy, sys\n"
-               "atexit.register(lambda: sys.stderr.write(f'MAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+               "atexit.register(lambda: sys.stderr.write("
+               "f'MAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
                "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')")
-    run = subprocess.run([sys.executable, "-c", wrapper, str(root / "stages" / "predict.py"), "--params", str(params), "--input",
-                          str(problems), "--out", str(out), "--metrics", str(metrics)],
+    run = subprocess.run([sys.executable, "-c", wrapper, str(root / "stages" / "predict.py"), "--params", str(params),
+                          "--input", str(problems), "--out", str(out), "--metrics", str(metrics)],
                          capture_output=True, text=True, timeout=600, env={"PYTHONPATH": str(root / "src"),
                                                                            "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-2000:]

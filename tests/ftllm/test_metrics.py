@@ -64,7 +64,8 @@ def _folder(tmp_path):
         {"id": "b", "problem": "p", "category": "IA", "unit": "u", "solution": "$2x+2$", "evaluation_method": "strict"},
         {"id": "c", "problem": "p", "category": "IA", "unit": "u", "solution": ["$1$", "$-1$"]},
     ]
-    preds = [{**gold[0], "output": "\\boxed{3}"}, {**gold[1], "output": "\\boxed{2(x+1)}"}, {**gold[2], "output": "\\boxed{-1}"}]
+    preds = [{**gold[0], "output": "\\boxed{3}"}, {**gold[1], "output": "\\boxed{2(x+1)}"},
+             {**gold[2], "output": "\\boxed{-1}"}]
     samples = []
     for pid, answers in (("a", ["$3$", "$4$", "$3$", None]), ("b", ["$2(x+1)$", "$2x+2$", "$2(x+1)$", "$2(x+1)$"]),
                          ("c", ["$-1$", "$5$", "$5$", "$-1$"])):
@@ -100,7 +101,8 @@ gold = {json.loads(l)["id"]: json.loads(l) for l in open(args["--gold"]) if l.st
 with open(args["--out"], "w") as f:
     for line in open(args["--pred"]):
         row = json.loads(line)
-        f.write(json.dumps({"id": row["id"], "correct": row["output"] == "\\\\boxed{" + str(gold[row["id"]]["solution"]).strip("$") + "}"}) + "\\n")
+        correct = row["output"] == "\\\\boxed{" + str(gold[row["id"]]["solution"]).strip("$") + "}"
+        f.write(json.dumps({"id": row["id"], "correct": correct}) + "\\n")
 """
 
 
@@ -113,7 +115,8 @@ def test_external_grader_gives_the_same_report_format(tmp_path):
     theirs, _ = evaluate(EvaluateConfig(ks=(1,), workers=1, external_grader=command), pred, gold)
     assert set(ours) == set(theirs)
     assert theirs["accuracy"] == pytest.approx(1 / 3)  # the fake grader only accepts exact strings
-    bad = EvaluateConfig(ks=(1,), external_grader=f"{sys.executable} -c 'raise SystemExit(3)' {{predictions}}{{gold}}{{verdicts}}")
+    failing = f"{sys.executable} -c 'raise SystemExit(3)' {{predictions}}{{gold}}{{verdicts}}"
+    bad = EvaluateConfig(ks=(1,), external_grader=failing)
     with pytest.raises(InputError, match="external grader failed"):
         evaluate(bad, pred, gold)
 
@@ -174,7 +177,8 @@ def test_official_aborts_stop_with_file_and_line(tmp_path, gold_line, pred_line,
 def test_external_grader_reads_the_official_report(tmp_path):
     pred, gold = _files(tmp_path, [_gold(1), _gold(2)], [json.dumps({"id": 1, "output": "x"})])
     script = tmp_path / "report.py"
-    script.write_text("import json, sys\njson.dump({'overall_accuracy': 0.5, 'detailed_results': {'1': True, '2': False}},"
+    script.write_text("import json, sys\n"
+                      "json.dump({'overall_accuracy': 0.5, 'detailed_results': {'1': True, '2': False}},"
                       " open(sys.argv[sys.argv.index('-o') + 1], 'w'))\n", encoding="utf-8")
     command = f"{sys.executable} {script} {{predictions}} {{gold}} -o {{verdicts}}"
     metrics, _ = evaluate(EvaluateConfig(ks=(1,), workers=1, external_grader=command), pred, gold)

@@ -14,7 +14,8 @@ from ftllm.prompting import PromptSpec
 
 def _config(prompt=None, **kw):
     kw["prompt"] = PromptSpec(**(prompt or {"system_prompt": None, "answer_instruction": None}))
-    return PredictConfig(engine=EngineSpec(model="unused", backend="hf"), sampling=SamplingSpec(n=3), parse_workers=0, **kw)
+    return PredictConfig(engine=EngineSpec(model="unused", backend="hf"), sampling=SamplingSpec(n=3), parse_workers=0,
+                         **kw)
 
 
 class ScriptedEngine:
@@ -44,18 +45,22 @@ class ScriptedEngine:
 
 
 def test_conversation_keeps_latex_braces():
-    config = _config({"system_prompt": "sys", "answer_instruction": None, "user_template": "[{category}] {problem} \\boxed{}"})
+    config = _config({"system_prompt": "sys", "answer_instruction": None,
+                      "user_template": "[{category}] {problem} \\boxed{}"})
     chat = build_conversation({"problem": "$\\frac{1}{2}+x$", "category": "IA"}, config)
-    assert chat == [{"role": "system", "content": "sys"}, {"role": "user", "content": "[IA] $\\frac{1}{2}+x$ \\boxed{}"}]
+    assert chat == [{"role": "system", "content": "sys"},
+                    {"role": "user", "content": "[IA] $\\frac{1}{2}+x$ \\boxed{}"}]
     assert build_conversation({"problem": "p"}, _config()) == [{"role": "user", "content": "p"}]
     # a missing optional field renders empty, not as a literal placeholder
     assert build_conversation({"problem": "p"}, config)[1]["content"] == "[] p \\boxed{}"
 
 
 def test_sc_samples_once_and_votes_each_problem():
-    engine = ScriptedEngine({"p1": ["\\boxed{2}", "\\boxed{3}", "\\boxed{3}"], "p2": ["\\boxed{2(x+1)}", "\\boxed{2x+2}", "\\boxed{2x+2}"]})
+    engine = ScriptedEngine({"p1": ["\\boxed{2}", "\\boxed{3}", "\\boxed{3}"],
+                             "p2": ["\\boxed{2(x+1)}", "\\boxed{2x+2}", "\\boxed{2x+2}"]})
     rows = [{"id": 1, "problem": "p1"}, {"id": 2, "problem": "p2", "evaluation_method": "strict"}]
-    results = run_sc(engine, rows, _config({"system_prompt": None, "answer_instruction": None, "chat_template_kwargs": {"reasoning_effort": "high"}}))
+    results = run_sc(engine, rows, _config({"system_prompt": None, "answer_instruction": None,
+                                            "chat_template_kwargs": {"reasoning_effort": "high"}}))
     assert len(engine.calls) == 1 and engine.calls[0][1].n == 3  # one batched call, n per prompt
     assert engine.calls[0][2] == {"reasoning_effort": "high"}
     assert [r.output for r in results] == ["\\boxed{3}", "\\boxed{2x+2}"]
@@ -71,7 +76,8 @@ def test_sc_samples_once_and_votes_each_problem():
 def test_sc_breaks_ties_by_scoring_only_the_tied_samples(workers):
     answers = {"tie": ["\\boxed{2}", "\\boxed{3}", "\\boxed{7}"], "clear": ["\\boxed{5}", "\\boxed{5}", "\\boxed{4}"]}
     config = dataclasses.replace(_config(), parse_workers=workers)
-    engine = ScriptedEngine(answers, logprobs=False, scores={"\\boxed{2}": -9.0, "\\boxed{3}": -1.0, "\\boxed{7}": -5.0})
+    engine = ScriptedEngine(answers, logprobs=False,
+                            scores={"\\boxed{2}": -9.0, "\\boxed{3}": -1.0, "\\boxed{7}": -5.0})
     results = run_sc(engine, [{"id": 1, "problem": "tie"}, {"id": 2, "problem": "clear"}], config)
     assert [r.output for r in results] == ["\\boxed{3}", "\\boxed{5}"]  # the best-scored of three singletons
     assert engine.scored == [3]  # one scoring pass, for the tied problem's samples only

@@ -113,7 +113,8 @@ def test_async_args_map_the_policy_lag(tmp_path):
 
 
 def test_load_prompts_fills_the_template_and_skips_rows_without_answer(judged, tmp_path):
-    config = build(RLConfig, {"prompt": {"user_template": "問題: {problem} \\boxed{} で", "system_prompt": "先生", "answer_instruction": None},
+    config = build(RLConfig, {"prompt": {"user_template": "問題: {problem} \\boxed{} で", "system_prompt": "先生",
+                                         "answer_instruction": None},
                               "max_prompts": 3})
     examples = load_prompts(judged, config)
     assert len(examples) == 3

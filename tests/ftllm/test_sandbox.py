@@ -43,7 +43,8 @@ DISARM_HOOK = (
 def attempt(body: str) -> str:
     """A snippet that prints ESCAPED when `body` runs without raising."""
     indented = "\n".join("    " + line for line in body.splitlines())
-    return f"try:\n{indented}\n    print('ESCAPED')\nexcept BaseException as e:\n    print('blocked:', type(e).__name__, e)"
+    return (f"try:\n{indented}\n    print('ESCAPED')\n"
+            "except BaseException as e:\n    print('blocked:', type(e).__name__, e)")
 
 
 def processes_with(marker: str) -> list[int]:

@@ -50,7 +50,8 @@ def test_fill_template_keeps_unknown_braces():
 
 
 def test_example_field_mode_puts_reasoning_in_thinking():
-    config = tiny_config(prompt={"system_prompt": "あなたは数学の先生です。", "answer_instruction": "答えは \\boxed{} に。"})
+    config = tiny_config(prompt={"system_prompt": "あなたは数学の先生です。",
+                                 "answer_instruction": "答えは \\boxed{} に。"})
     example = build_example(ROW, config)
     assert [m["role"] for m in example["prompt"]] == ["system", "user"]
     assert example["prompt"][0]["content"] == "あなたは数学の先生です。答えは \\boxed{} に。"
@@ -219,7 +220,8 @@ def test_train_only_new_layers(tmp_path, tiny_model):
     (model_dir / "upscale.json").write_text(json.dumps({"new_layers": [2], "freeze_original": True}))
     data = tmp_path / "kept.parquet"
     write_parquet(data, rows())
-    metrics = train_sft(tiny_config(max_steps=2, train_layers="auto"), model_dir, data, tmp_path / "sft", tmp_path / "ck")
+    metrics = train_sft(tiny_config(max_steps=2, train_layers="auto"), model_dir, data, tmp_path / "sft",
+                        tmp_path / "ck")
     before, after = load_file(model_dir / "model.safetensors"), load_file(tmp_path / "sft" / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".layers.2." in k for k in changed)
@@ -241,7 +243,8 @@ def _per_document_losses(trainer, batch, **call) -> dict[tuple, float]:
         logits = outputs.logits
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     positions = batch.get("position_ids", torch.arange(len(ids))[None])[0]
-    token_loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[1:], reduction="none", ignore_index=-100)
+    token_loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[1:], reduction="none",
+                                                   ignore_index=-100)
     starts = [int(i) for i in (positions == 0).nonzero().flatten()] + [len(ids)]
     losses = {}
     for start, end in zip(starts, starts[1:]):

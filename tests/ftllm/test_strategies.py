@@ -147,7 +147,8 @@ class Cycling(Engine):
 
 
 def test_rsa_breaks_a_tie_by_scoring_each_member_after_its_own_aggregation_prompt():
-    engine = Cycling(["\\boxed{2}", "\\boxed{3}", "\\boxed{7}"], {"\\boxed{2}": -9.0, "\\boxed{3}": -1.0, "\\boxed{7}": -5.0})
+    engine = Cycling(["\\boxed{2}", "\\boxed{3}", "\\boxed{7}"],
+                     {"\\boxed{2}": -9.0, "\\boxed{3}": -1.0, "\\boxed{7}": -5.0})
     config = make_config(rsa=RSAConfig(population=3, subset=2, loops=1))
     result, = run_rsa(engine, ROWS[:1], config)
     assert result.output == "\\boxed{3}"  # three singletons: the best-scored wins, not the first

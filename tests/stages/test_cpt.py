@@ -17,7 +17,8 @@ def _params(tmp_path, **section):
     values = {
         "corpus": [str(CORPUS)], "context_length": 4096, "rope_theta": 40000.0, "block_size": 64,
         "lora_r": 4, "lora_alpha": 8.0, "max_steps": 3, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
-        "bf16": False, "dtype": "float32", "save_steps": 2, "num_processes": 1, "attn_implementation": "sdpa", **section,
+        "bf16": False, "dtype": "float32", "save_steps": 2, "num_processes": 1, "attn_implementation": "sdpa",
+        **section,
     }  # fmt: skip
     path.write_text(yaml.safe_dump({"cpt": values}), encoding="utf-8")
     return path
@@ -32,7 +33,8 @@ def _args(tmp_path, params, model, *extra):
 @pytest.mark.slow
 def test_trains_and_writes_model_metrics_and_plot(tmp_path, tiny_model):
     # --corpus replaces the params corpus: only the JSONL notes are read
-    args = _args(tmp_path, _params(tmp_path, corpus=["/nonexistent"]), tiny_model, "--corpus", str(CORPUS / "notes.jsonl"))
+    args = _args(tmp_path, _params(tmp_path, corpus=["/nonexistent"]), tiny_model,
+                 "--corpus", str(CORPUS / "notes.jsonl"))
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "cpt: 3 steps" in result.output and "context 4096" in result.output

@@ -37,7 +37,8 @@ def _setup(tmp_path):
 def test_evaluate_writes_metrics_and_plot(tmp_path):
     params, pred, gold = _setup(tmp_path)
     metrics, plot = tmp_path / "metrics" / "evaluate-m.json", tmp_path / "plots" / "evaluate-m.json"
-    args = ["--params", str(params), "--predictions", str(pred), "--gold", str(gold), "--metrics", str(metrics), "--plot", str(plot)]
+    args = ["--params", str(params), "--predictions", str(pred), "--gold", str(gold), "--metrics", str(metrics),
+            "--plot", str(plot)]
     result = CliRunner().invoke(evaluate_main, args)
     assert result.exit_code == 0, result.output
     data = json.loads(metrics.read_text())
@@ -63,8 +64,8 @@ def test_bad_input_is_one_clear_line(tmp_path, broken):
     else:
         gold.write_text('{"id": "zzz", "solution": "3"}\n', encoding="utf-8")
     metrics = tmp_path / "m.json"
-    result = CliRunner().invoke(evaluate_main, ["--params", str(params), "--predictions", str(pred), "--gold", str(gold),
-                                                "--metrics", str(metrics)])
+    result = CliRunner().invoke(evaluate_main, ["--params", str(params), "--predictions", str(pred),
+                                                "--gold", str(gold), "--metrics", str(metrics)])
     assert result.exit_code != 0
     assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("Error:")
     assert not metrics.exists()

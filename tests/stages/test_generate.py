@@ -52,7 +52,8 @@ def section(model, backend="hf", **over) -> dict:
 
 
 def write_params(path: Path, values: dict) -> Path:
-    path.write_text(yaml.safe_dump({"generate": values, "other": {"x": 1}}, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump({"generate": values, "other": {"x": 1}}, allow_unicode=True, sort_keys=False),
+                    encoding="utf-8")
     return path
 
 
@@ -104,7 +105,8 @@ def test_stage_hf_end_to_end(tmp_path, tiny_model):
 
 def _run_stage(params: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, str(STAGE), "--params", str(params), "--out", str(out), "--metrics", str(out.parent / "m.json")]
+    cmd = [sys.executable, str(STAGE), "--params", str(params), "--out", str(out),
+           "--metrics", str(out.parent / "m.json")]
     # its own session: a kill takes the whole process group, so nothing outlives the test
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 

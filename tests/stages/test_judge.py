@@ -17,15 +17,17 @@ import judge as judge_stage  # noqa: E402  (stages/ is a folder of scripts, not 
 def _row(i: int, problem: str, answer: str = "5", field: str = "algebra") -> dict:
     return {"id": f"g{i}", "field": field, "difficulty": ["easy", "hard"][i % 2], "tool_use": False,
             "sample_index": i, "problem": problem, "reasoning": "考える。",
-            "solution": f"与えられた条件から式を立てて整理すると、答えは ${answer}$ である。", "answer": answer, "uses_python": False,
-            "raw_text": "", "extra_column": i}
+            "solution": f"与えられた条件から式を立てて整理すると、答えは ${answer}$ である。", "answer": answer,
+            "uses_python": False, "raw_text": "", "extra_column": i}
 
 
 def _problems() -> list[dict]:
-    rows = [_row(i, f"ある数に {i + 2} をかけて {3 * i + 1} を足すと {5 * (i + 2) + 3 * i + 1} になる。ある数を求めなさい。")
+    rows = [_row(i, f"ある数に {i + 2} をかけて {3 * i + 1} を足すと {5 * (i + 2) + 3 * i + 1} になる。"
+                    "ある数を求めなさい。")
             for i in range(5)]
     rows.append(_row(5, rows[0]["problem"]))                                       # exact duplicate
-    rows.append(_row(6, "方程式 $4x + 9 = 33$ を解きなさい。ただし $x$ は実数とする。", "6", "equations"))  # contaminated
+    rows.append(_row(6, "方程式 $4x + 9 = 33$ を解きなさい。ただし $x$ は実数とする。", "6",
+                     "equations"))  # contaminated
     rows.append(_row(7, "Solve for $x$: $2x + 1 = 11$, and explain.", field="equations"))        # wrong language
     return rows
 
@@ -41,7 +43,8 @@ def _write(tmp: Path, tiny_model) -> dict:
     pq.write_table(pa.Table.from_pylist(rows[4:]), raw / "shard-00001.parquet")
     ev = tmp / "problems.jsonl"
     ev.write_text(json.dumps({"id": "eval-7", "category": "中1", "unit": "一次方程式", "solution": "6",
-                              "problem": "方程式 $4x + 9 = 33$ を解きなさい。ただし $x$ は実数とする。"}, ensure_ascii=False)
+                              "problem": "方程式 $4x + 9 = 33$ を解きなさい。ただし $x$ は実数とする。"},
+                             ensure_ascii=False)
                   + "\n", encoding="utf-8")
     params = {"judge": {
         "engine": {"model": str(tiny_model), "backend": "hf", "dtype": "float32", "max_model_len": 2048},
@@ -86,7 +89,8 @@ def test_judge_stage_end_to_end(tmp_path, tiny_model):
     result = _invoke(tmp_path, paths, "--shard", "0/2")
     assert result.exit_code == 0, result.output
     shard_dir = tmp_path / "judged" / "shard-00000-of-00002"
-    shard_rows = pq.read_table(shard_dir / "kept.parquet").num_rows + pq.read_table(shard_dir / "dropped.parquet").num_rows
+    shard_rows = (pq.read_table(shard_dir / "kept.parquet").num_rows
+                  + pq.read_table(shard_dir / "dropped.parquet").num_rows)
     assert shard_rows == 4
     again = pq.read_table(shard_dir / "kept.parquet").to_pylist()
     assert [r["verdict"] for r in again] == [r["verdict"] for r in kept[:4]]  # temperature 0: same verdicts

@@ -71,7 +71,8 @@ def test_submission_entry_point(tmp_path, tiny_model):
     cmd = [sys.executable, str(Path(__file__).resolve().parents[2] / "submission" / "main.py"),
            "--input_path", str(_input(tmp_path)), "--output_path", str(out), "--model_dir", str(tiny_model),
            "--params", str(params)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == ["q1", "q2"] and all(r["output"].startswith("\\boxed{") for r in rows)
@@ -111,7 +112,8 @@ def test_bad_input_is_one_clear_line(tmp_path, content, message):
 
 def test_bad_params_key_is_named(tmp_path):
     params = _params(tmp_path, strategyy="sc")
-    result = CliRunner().invoke(main, ["--params", str(params), "--input", str(_input(tmp_path)), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(main, ["--params", str(params), "--input", str(_input(tmp_path)),
+                                       "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and "predict.strategyy" in result.output
 
 

@@ -39,14 +39,16 @@ def load_stage():
 
 @pytest.fixture
 def workdir(tmp_path):
-    write_records(tmp_path / "kept.parquet", [{"id": str(i), "problem": f"{i}+1", "answer": str(i + 1)} for i in range(3)])
+    write_records(tmp_path / "kept.parquet",
+                  [{"id": str(i), "problem": f"{i}+1", "answer": str(i + 1)} for i in range(3)])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"rl": TEST_PROFILE}))
     return tmp_path
 
 
 def invoke(workdir, model, data="kept.parquet", params="params.yaml"):
     args = ["--params", workdir / params, "--model", model, "--data", workdir / data, "--out", workdir / "models/rl",
-            "--checkpoints", workdir / "ckpt", "--metrics", workdir / "metrics/rl.json", "--plots-dir", workdir / "plots/rl"]  # fmt: skip
+            "--checkpoints", workdir / "ckpt", "--metrics", workdir / "metrics/rl.json",
+            "--plots-dir", workdir / "plots/rl"]  # fmt: skip
     return CliRunner().invoke(load_stage(), [str(a) for a in args])
 
 

@@ -21,7 +21,8 @@ def _params(tmp_path, **section):
 @pytest.mark.slow
 def test_grows_the_tiny_model(tmp_path, tiny_model):
     out, metrics = tmp_path / "models" / "upscaled", tmp_path / "metrics" / "upscale.json"
-    args = ["--params", str(_params(tmp_path)), "--model", str(tiny_model), "--out", str(out), "--metrics", str(metrics)]
+    args = ["--params", str(_params(tmp_path)), "--model", str(tiny_model), "--out", str(out),
+            "--metrics", str(metrics)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "4 -> 6 layers" in result.output

@@ -45,7 +45,9 @@ class Completion:
 OnFinished = Callable[[list[int], list[Completion]], None]
 
 
-def render_chat(tokenizer, conversation: Conversation, chat_template: str | None = None, **template_kwargs) -> list[int]:
+def render_chat(
+    tokenizer, conversation: Conversation, chat_template: str | None = None, **template_kwargs,
+) -> list[int]:
     """Token ids of `conversation` under the model's chat template, ready for the assistant turn."""
     ids = tokenizer.apply_chat_template(
         list(conversation),
@@ -150,7 +152,8 @@ class Engine(abc.ABC):
         return self.generate_ids(ids, sampling, seeds=seeds) if seeds is not None else self.generate_ids(ids, sampling)
 
     def close(self) -> None:
-        """Release the model (GPU memory, worker processes)."""
+        """Release the model (GPU memory, worker processes); engines that hold none keep this no-op."""
+        return None
 
     def __enter__(self):
         return self

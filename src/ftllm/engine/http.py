@@ -76,7 +76,8 @@ class HTTPEngine(Engine):
             dataclasses.replace(sampling, seed=int(s)) for s in seeds]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(self._complete, p, s): p for p, s in zip(prompts, per_prompt)}
-            for future in tqdm(as_completed(futures), total=len(futures), desc="http generate", disable=len(prompts) < 8):
+            for future in tqdm(as_completed(futures), total=len(futures), desc="http generate",
+                               disable=len(prompts) < 8):
                 if on_finished:
                     on_finished(futures[future], future.result())
             return [f.result() for f in futures]  # dicts keep insertion order: prompt order
@@ -93,7 +94,10 @@ class HTTPEngine(Engine):
         logprobs = choice.get("logprobs") or {}
         token_logprobs = [lp for lp in (logprobs.get("token_logprobs") or []) if lp is not None]
         tokens = logprobs.get("tokens")
-        num_tokens = len(tokens) if tokens is not None else len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if tokens is not None:
+            num_tokens = len(tokens)
+        else:
+            num_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return Completion(
             text=text,
             num_tokens=num_tokens,

@@ -19,8 +19,10 @@ CURRICULUM: dict[str, tuple[str, ...]] = {
     "中1": ("正負の数", "文字と式", "一次方程式", "比例と反比例", "平面図形", "空間図形", "データの活用"),
     "中2": ("式の計算", "連立方程式", "一次関数", "図形の性質と合同", "三角形と四角形", "確率"),
     "中3": ("式の展開と因数分解", "平方根", "二次方程式", "関数y=ax^2", "相似な図形", "円", "三平方の定理", "標本調査"),
-    "IA": ("数と式", "集合と命題", "二次関数", "図形と計量", "データの分析", "場合の数と確率", "整数の性質", "図形の性質"),
-    "IIB": ("式と証明", "複素数と方程式", "図形と方程式", "三角関数", "指数関数と対数関数", "微分", "積分", "数列", "統計的な推測"),
+    "IA": ("数と式", "集合と命題", "二次関数", "図形と計量", "データの分析", "場合の数と確率", "整数の性質",
+           "図形の性質"),
+    "IIB": ("式と証明", "複素数と方程式", "図形と方程式", "三角関数", "指数関数と対数関数", "微分", "積分", "数列",
+            "統計的な推測"),
     "IIIC": ("極限", "微分法", "積分法", "ベクトル", "平面上の曲線", "複素数平面"),
 }
 
@@ -63,7 +65,8 @@ def build_grid(fields: dict[str, Iterable[str]], difficulties: Iterable[int], to
 
 def row_id(seed: int, cell: Cell, sample: int) -> str:
     """Id that depends only on the condition, the sample index and the global seed."""
-    text = "\x1f".join([str(seed), cell.category, cell.unit, str(cell.difficulty), str(int(cell.tool_use)), str(sample)])
+    parts = [str(seed), cell.category, cell.unit, str(cell.difficulty), str(int(cell.tool_use)), str(sample)]
+    text = "\x1f".join(parts)
     return "g" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

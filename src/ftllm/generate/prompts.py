@@ -60,7 +60,8 @@ _RUBRIC_EN = {
 
 _EXAMPLE_JA = {
     "problem": "ある数 $x$ を3倍して5を引くと、$x$ に4を足した数と等しくなる。$x$ の値を求めよ。",
-    "solution": "条件より $3x - 5 = x + 4$ である。両辺から $x$ を引くと $2x - 5 = 4$、両辺に5を足すと $2x = 9$。よって $x = \\frac{9}{2}$。",
+    "solution": "条件より $3x - 5 = x + 4$ である。両辺から $x$ を引くと $2x - 5 = 4$、"
+                "両辺に5を足すと $2x = 9$。よって $x = \\frac{9}{2}$。",
     "answer": "\\frac{9}{2}",
 }
 
@@ -71,7 +72,8 @@ _EXAMPLE_EN = {
 }
 
 _USER_JA = """新しい数学の問題を1問作り、解答も書いてください。
-問題文、途中式を含む解答、最終解答を、必ず次の3つのタグで囲んで書いてください。数式は LaTeX で書き、最終解答には数や式だけを書きます。
+問題文、途中式を含む解答、最終解答を、必ず次の3つのタグで囲んで書いてください。\
+数式は LaTeX で書き、最終解答には数や式だけを書きます。
 
 <problem>問題文</problem>
 <solution>解答</solution>
@@ -87,7 +89,8 @@ _USER_JA = """新しい数学の問題を1問作り、解答も書いてくだ�
 - {{ tool_rule }}"""
 
 _USER_EN = """Write one new math problem and solve it.
-Wrap the problem, the worked solution and the final answer in exactly these three tags. Write math in LaTeX; the final answer holds only the number or expression.
+Wrap the problem, the worked solution and the final answer in exactly these three tags. \
+Write math in LaTeX; the final answer holds only the number or expression.
 
 <problem>problem text</problem>
 <solution>worked solution</solution>
@@ -107,15 +110,18 @@ BUILTIN: dict[str, PromptSet] = {
         system="あなたは日本の中学校・高等学校の数学の先生です。生徒の練習用に、条件に合う新しい問題を作り、正確な解答を書きます。",
         user=_USER_JA,
         rubric=_RUBRIC_JA,
-        tool_allowed="解答の中で Python のコード（```python で始まるコードブロック）を使って計算してよい。コードは実行されないので、結果の値も解答に書くこと。",
+        tool_allowed="解答の中で Python のコード（```python で始まるコードブロック）を使って計算してよい。"
+                     "コードは実行されないので、結果の値も解答に書くこと。",
         tool_forbidden="プログラムや計算ツールは使わず、手計算だけで解くこと。",
         example=_EXAMPLE_JA,
     ),
     "en": PromptSet(
-        system="You are a Japanese middle- and high-school math teacher. You write new practice problems that fit the given conditions, with correct worked solutions.",
+        system="You are a Japanese middle- and high-school math teacher. "
+               "You write new practice problems that fit the given conditions, with correct worked solutions.",
         user=_USER_EN,
         rubric=_RUBRIC_EN,
-        tool_allowed="You may use Python code (a ```python code block) in the solution to compute. The code is not run, so also write the values it gives.",
+        tool_allowed="You may use Python code (a ```python code block) in the solution to compute. "
+                     "The code is not run, so also write the values it gives.",
         tool_forbidden="Do not use programs or calculators; solve by hand.",
         example=_EXAMPLE_EN,
     ),

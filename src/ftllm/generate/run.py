@@ -150,7 +150,9 @@ def sample(engine: Engine, conversations: list, sampling, config: GenerateConfig
     return [[dataclasses.replace(c, text=config.response_prefix + c.text) for c in out] for out in outputs]
 
 
-def run_shard(engine: Engine, config: GenerateConfig, prompts: PromptSet, index: int, items: list[Item], out_dir: Path) -> None:
+def run_shard(
+    engine: Engine, config: GenerateConfig, prompts: PromptSet, index: int, items: list[Item], out_dir: Path,
+) -> None:
     """Sample, parse and write one shard: rejects first, then the shard file that marks it complete."""
     groups = group_by_cell(items)
     by_size: dict[int, list[list[Item]]] = {}
@@ -173,7 +175,9 @@ def run_shard(engine: Engine, config: GenerateConfig, prompts: PromptSet, index:
     write_parquet(shard_path(out_dir, index), kept)
 
 
-def parse_row(item: Item, shard: int, completion: Completion, conversation: list, config: GenerateConfig, prompts: PromptSet) -> dict:
+def parse_row(
+    item: Item, shard: int, completion: Completion, conversation: list, config: GenerateConfig, prompts: PromptSet,
+) -> dict:
     """A kept row, or a reject row (it has a `reason`) that keeps the raw text."""
     row = _base_row(item, shard, completion)
     try:

@@ -111,7 +111,7 @@ def extended_parse(s: str, timeout_s: int | None = 5) -> list:
     equations, values = [], []
     for combo in itertools.product("+-", repeat=len(signs)):
         it = iter(combo)
-        parsed = parse(_PM.sub(lambda m: next(it), s), timeout_s)
+        parsed = parse(_PM.sub(lambda m, it=it: next(it), s), timeout_s)
         if not parsed:
             continue
         first = parsed[0]
@@ -337,7 +337,8 @@ def complex_equal(g0, p0, timeout_s: int | None) -> bool:
 
     def numeric() -> bool:
         assumed = {s.name: s for s in p0.free_symbols if isinstance(s, sympy.Symbol)}
-        g = g0.xreplace({s: assumed[s.name] for s in g0.free_symbols if isinstance(s, sympy.Symbol) and s.name in assumed})
+        g = g0.xreplace({s: assumed[s.name] for s in g0.free_symbols
+                         if isinstance(s, sympy.Symbol) and s.name in assumed})
         return p0.equals(g) is True
 
     return bool(guarded(numeric, timeout_s))

@@ -24,7 +24,9 @@ _OPEN = r"(?:\$\$|(?<!\$)\$(?!\$)|\\\[|\\\()"
 _WORD_BRACES = r"\\(?:text|mathrm|textbf|textit)\{\s*(?:または|かつ|[Oo][Rr]|[Aa][Nn][Dd])\s*\}"
 _SEPARATOR = r"(?:[.,、，;]|または|かつ|[Oo][Rr]|[Aa][Nn][Dd]|" + _WORD_BRACES + ")"
 _MERGE = re.compile(_CLOSE + r"\s*" + _SEPARATOR + r"?\s*" + _OPEN)
-_DOUBLE_BAR = (("\\gneqq", "\\gneq"), ("\\lneqq", "\\lneq"), ("\\geqq", "\\geq"), ("\\leqq", "\\leq"), ("\\neqq", "\\neq"))
+_DOUBLE_BAR = (
+    ("\\gneqq", "\\gneq"), ("\\lneqq", "\\lneq"), ("\\geqq", "\\geq"), ("\\leqq", "\\leq"), ("\\neqq", "\\neq"),
+)
 _CONNECTIVE = re.compile(r"\\(?:vee|lor|wedge|land)(?![A-Za-z])|" + _WORD_BRACES + r"|\b(?:or|and)\b", re.I)
 _DOUBLE_COMMA = re.compile(r",\s*,")
 
@@ -64,7 +66,7 @@ def bracket_variants(s: str) -> list[str]:
     """Up to three copies of `s` with every bracket of one kind; `\\[ \\] \\( \\)` and `\\sqrt[n]` kept."""
     out = []
     for left, right in _KINDS:
-        variant = _BRACKET.sub(lambda m: m.group(1) or (left if m.group(2) else right), s)
+        variant = _BRACKET.sub(lambda m, left=left, right=right: m.group(1) or (left if m.group(2) else right), s)
         if variant != s and variant not in out:
             out.append(variant)
     return out
@@ -168,9 +170,9 @@ def vector_names(pred: str, gold: str) -> tuple[str, str] | None:
             continue
         bare = re.compile(r"(?<!\\vec\{)(?<![A-Za-z\\])" + re.escape(name) + r"(?![A-Za-z])")
         if name in gold_names:
-            pred = bare.sub(lambda m: "\\vec{" + name + "}", pred)
+            pred = bare.sub(lambda m, name=name: "\\vec{" + name + "}", pred)
         if name in pred_names:
-            gold = bare.sub(lambda m: "\\vec{" + name + "}", gold)
+            gold = bare.sub(lambda m, name=name: "\\vec{" + name + "}", gold)
     return _SINGLE_VEC.sub(r"\1", pred), _SINGLE_VEC.sub(r"\1", gold)
 
 
@@ -196,7 +198,12 @@ _KEYWORD = re.compile(r"(?<![A-Za-z\\])(sqrt|sin|cos|tan|log|exp|pi|ln)(?![A-Za-
 
 def decimals_to_fractions(s: str) -> str:
     """`0.75` -> `\\frac{75}{100}`: all the digits over a power of ten, not reduced."""
-    return _WHOLE_DECIMAL.sub(lambda m: "\\frac{%d}{%d}" % (int(m.group(1) + m.group(2)), 10 ** len(m.group(2))), s)
+    return _WHOLE_DECIMAL.sub(_decimal_as_fraction, s)
+
+
+def _decimal_as_fraction(m: re.Match) -> str:
+    numerator, denominator = int(m.group(1) + m.group(2)), 10 ** len(m.group(2))
+    return f"\\frac{{{numerator}}}{{{denominator}}}"
 
 
 def keywords_to_latex(s: str) -> str:

@@ -47,7 +47,8 @@ class PredictConfig:
         if self.overlap_workers is not None and not 0 <= self.overlap_workers <= self.parse_workers:
             raise ValueError(f"predict.overlap_workers must be null or 0..parse_workers, got {self.overlap_workers}")
         if self.parse_timeout_s < 1:
-            raise ValueError(f"predict.parse_timeout_s must be >= 1 (Math-Verify alarms are whole seconds), got {self.parse_timeout_s}")
+            raise ValueError("predict.parse_timeout_s must be >= 1 (Math-Verify alarms are whole seconds), "
+                             f"got {self.parse_timeout_s}")
         from ftllm.infer.strategies import STRATEGIES
 
         if self.strategy not in STRATEGIES:

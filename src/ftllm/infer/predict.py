@@ -48,7 +48,8 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
         samples = engine.generate_ids(prompts, config.sampling, on_finished=vote_early,
                                       seeds=request_seeds(config, rows))
         seconds = (time.monotonic() - start) / max(1, len(rows))
-        ballots = [Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], m) for cs, m in zip(samples, methods)]
+        ballots = [Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], m)
+                   for cs, m in zip(samples, methods)]
         votes = vote_many(
             ballots, workers=config.parse_workers, timeout_s=config.parse_timeout_s,
             cluster_timeout_s=config.vote_timeout_s, progress=True, parsed=voter.parsed(), clustered=voter.votes(),
@@ -121,7 +122,8 @@ def sample_records(rows: list[dict], results: list[StrategyResult], votes: list)
 
 
 def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
-    """Run the strategy on `rows`; write predictions.jsonl (the input's grader keys + output) and samples.parquet atomically."""
+    """Run the strategy on `rows`; write predictions.jsonl (the input's grader keys + output) and
+    samples.parquet atomically."""
     from ftllm.grade.files import prediction_row
     from ftllm.infer.pool import start_reaper
     from ftllm.io import atomic_path, output_lock, write_jsonl, write_parquet

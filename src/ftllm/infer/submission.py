@@ -62,7 +62,8 @@ def run(input_path: Path, output_path: Path, model_dir: Path | None = None, para
 
 @click.command(help=__doc__)
 @click.option("--input_path", type=click.Path(path_type=Path), required=True, help="JSONL: id, category, unit, problem")
-@click.option("--output_path", type=click.Path(path_type=Path), required=True, help="JSONL to write (input rows + output)")
+@click.option("--output_path", type=click.Path(path_type=Path), required=True,
+              help="JSONL to write (input rows + output)")
 @click.option("--model_dir", type=click.Path(path_type=Path), default=None,
               help="model folder; default: the first one under /app/models or ./models")
 @click.option("--params", type=click.Path(path_type=Path), default=None,

@@ -14,8 +14,8 @@
    content among the samples (first on a tie), or is `\\boxed{}` when there is none.
 
 Voting can start before generation ends: `StreamingVoter` parses and clusters each problem's samples
-as generation finishes them, and `vote_many(..., parsed=..., clustered=...)` only does what is left. Pairs of plain numbers of
-different value skip Math-Verify (`surely_different`).
+as generation finishes them, and `vote_many(..., parsed=..., clustered=...)` only does what is left.
+Pairs of plain numbers of different value skip Math-Verify (`surely_different`).
 
     v = vote(["... \\boxed{1/2}", "... \\boxed{0.5}", "... \\boxed{3}"])
     v.output  # '\\boxed{1/2}'  (class of size 2)

@@ -47,7 +47,9 @@ _PER_TOKEN = ("bnpo", "dapo", "cispo", "vespo")
 LOSS_TYPES = _PER_SEQUENCE + _PER_TOKEN + ("dr_grpo", "luspo")
 
 
-def aggregation_weights(lengths: Sequence[int], loss_type: str, max_completion_length: int | None = None) -> list[float]:
+def aggregation_weights(
+    lengths: Sequence[int], loss_type: str, max_completion_length: int | None = None,
+) -> list[float]:
     """Weights m_i of each completion's mean token loss in one group's loss under `loss_type`."""
     group = len(lengths)
     if group == 0:
