@@ -1,7 +1,8 @@
 """Cost model: GPU-hours per stage of the full profile on H100/H200-class cards, from measured throughputs.
 
 Reads the full-scale sizes from the full profile (conf/ composed as `make params` does, or --params FILE:
-generation grid, judge agreement k, SFT epochs, RL steps and group size, predict N) and the measured throughputs in benchmarks/results/*.json, scales each measurement from
+generation grid, judge agreement k, SFT epochs, RL steps and group size, predict N) and the measured
+throughputs in benchmarks/results/*.json, scales each measurement from
 the model it was taken on to the model the stage runs (8B base for CPT, 12B after upscaling to 48 layers for
 SFT/RL/predict, gpt-oss-20b for generate/judge), and writes `stages.<name>.gpu_hours` with every assumption
 beside its number.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+HOURS_KEYS = ("gpu_hours", "gpu_hours_floor", "gpu_hours_ceiling")
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
@@ -202,8 +204,8 @@ def decode_calibration(results: dict[str, dict], card: str, stage: str, hbm_effi
                         f"{measured['batch']} (max_num_seqs {MAX_NUM_SEQS}); per_sequence_s: its step time less "
                         f"its bytes at hbm_efficiency {hbm_efficiency}, per running sequence; prompt length "
                         f"{measured['prompt_tokens']} tokens assumed (not recorded in the result)"
-                                        + ("" if measured_card == card else f"; no {card} measurement: {measured_card}'s "
-                           "figures are used")}
+                                        + ("" if measured_card == card
+                                           else f"; no {card} measurement: {measured_card}'s figures are used")}
     raise SystemExit(f"{RESULTS}: no decode measurement (predict_overhead_*, generate_vs_engine_*) for any card")
 
 
@@ -359,9 +361,12 @@ def stage_costs(params: dict, a: dict, card_name: str, results: dict[str, dict],
     agreement = j.get("agreement", {})
     k = agreement.get("k", 0) if agreement.get("enabled") else 0
     resolve_rows = items * a["survive_filters"] * a["judge_consistent"]
-    resolves = sampling_hours(teacher, card, cal, a["hbm_efficiency"], flops, resolve_rows * k, a["teacher_prompt_tokens"],
-                              a["teacher_output_tokens"], j["engine"].get("gpu_memory_utilization", 0.9)) if k else \
-        {"gpu_hours": 0.0, "gpu_hours_floor": 0.0, "gpu_hours_ceiling": 0.0}
+    if k:
+        resolves = sampling_hours(teacher, card, cal, a["hbm_efficiency"], flops, resolve_rows * k,
+                                  a["teacher_prompt_tokens"], a["teacher_output_tokens"],
+                                  j["engine"].get("gpu_memory_utilization", 0.9))
+    else:
+        resolves = dict.fromkeys(HOURS_KEYS, 0.0)
     stages["judge"] = {
         "gpu_hours": verdict["gpu_hours"] + resolves["gpu_hours"],
         "gpu_hours_floor": verdict["gpu_hours_floor"] + resolves["gpu_hours_floor"],
@@ -543,7 +548,7 @@ def build(params: dict, results: dict[str, dict], overrides: dict[str, float], c
                         "gpu_hours_ceiling": {c: round(per_card[c][name]["gpu_hours_ceiling"], 1) for c in cards},
                         "work": per_card[cards[0]][name]["work"],
                         "per_card": {c: _rounded({k: v for k, v in per_card[c][name].items()
-                                                  if k not in ("gpu_hours", "gpu_hours_floor", "gpu_hours_ceiling", "work")})
+                                                  if k not in (*HOURS_KEYS, "work")})
                                      for c in cards}}
     totals = {c: round(sum(per_card[c][n]["gpu_hours"] for n in names), 1) for c in cards}
     dominant = {}
@@ -650,13 +655,15 @@ def main(argv=None) -> None:
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for name, stage in result["stages"].items():
         print(f"{name:9s} " + "  ".join(
-            f"{c} {stage['gpu_hours'][c]:>8,.0f} h [{stage['gpu_hours_floor'][c]:,.0f}-{stage['gpu_hours_ceiling'][c]:,.0f}]"
+            f"{c} {stage['gpu_hours'][c]:>8,.0f} h "
+            f"[{stage['gpu_hours_floor'][c]:,.0f}-{stage['gpu_hours_ceiling'][c]:,.0f}]"
             for c in cards))
     for c, d in result["dominant"].items():
         print(f"{c}: {d['stage']} dominates ({d['share_of_total']:.0%}); halved by {d['halved_by']}")
     s = result["submission"]
     print(f"predict N={s['n']} x {s['problems']} problems on {s['gpus']}x {s['card']}: {s['minutes']} min "
-          f"[{s['minutes_floor']}-{s['minutes_ceiling']}], limit {s['limit_min']}: {'fits' if s['fits'] else 'does not fit'}")
+          f"[{s['minutes_floor']}-{s['minutes_ceiling']}], limit {s['limit_min']}: "
+          f"{'fits' if s['fits'] else 'does not fit'}")
 
 
 if __name__ == "__main__":

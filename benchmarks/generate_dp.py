@@ -140,7 +140,7 @@ def run_count(args, count: int, value: dict, work: Path, cuda: bool) -> dict:
                                     "timeout": args.timeout}), encoding="utf-8")  # fmt: skip
         # one GPU per worker; without GPUs the workers are CPU processes (hf backend)
         worker_env = {**env, "CUDA_VISIBLE_DEVICES": visible[rank] if cuda else ""}
-        log = open(folder / f"log{rank}.txt", "wb")
+        log = open(folder / f"log{rank}.txt", "wb")  # noqa: SIM115 - closed below, once its worker has ended
         procs.append((subprocess.Popen([sys.executable, __file__, "--worker", str(spec)], env=worker_env,
                                        stdout=log, stderr=subprocess.STDOUT), log))  # fmt: skip
     try:
@@ -192,11 +192,11 @@ def main(argv=None) -> int:
     if args.worker:
         return worker(Path(args.worker))
     import torch
+    from rl_gpu import prepare_model
 
     from ftllm.generate.run import plan_items
     from ftllm.io import write_json
     from ftllm.provenance import provenance
-    from rl_gpu import prepare_model
 
     cuda = torch.cuda.is_available()
     gpus = torch.cuda.device_count() if cuda else 0

@@ -406,7 +406,6 @@ def worker(spec_path: Path) -> int:
         return code
 
     import torch
-
     from sft_mfu import measure_peak_tflops
 
     rank = int(os.environ.get("RANK", "0"))

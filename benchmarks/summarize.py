@@ -112,8 +112,8 @@ def strategy_table(d: dict):
 def sandbox_overhead(d: dict):
     snippets = d.get("snippets") or {}
     figure = "; ".join(
-        f"{name}: {_num(s.get('sandbox_ms'), '.0f')} ms in the sandbox vs {_num(s.get('plain_subprocess_ms'), '.0f')} ms "
-        "as a plain subprocess"
+        f"{name}: {_num(s.get('sandbox_ms'), '.0f')} ms in the sandbox vs "
+        f"{_num(s.get('plain_subprocess_ms'), '.0f')} ms as a plain subprocess"
         for name, s in snippets.items()
     )
     return figure or "—", "—", None

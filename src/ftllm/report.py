@@ -172,11 +172,13 @@ def render_summary(summary: dict) -> str:
     lines.append("judge     " + (f"{j['rows']} rows -> {j['kept']} kept"
                                  + (f" (dropped: {top(j['drops'])})" if j["drops"] else "") if j else "not run"))
     c = st.get("cpt")
-    lines.append("cpt       " + (f"{c['steps']} steps, loss {_loss(c['loss_first'], c['loss_last'])}" if c else "not run"))
+    cpt = f"{c['steps']} steps, loss {_loss(c['loss_first'], c['loss_last'])}" if c else "not run"
+    lines.append("cpt       " + cpt)
     u = st.get("upscale")
     lines.append("upscale   " + (f"{u['layers_before']} -> {u['layers_after']} layers" if u else "not run"))
     s = st.get("sft")
-    lines.append("sft       " + (f"{s['steps']} steps, loss {_loss(s['loss_first'], s['loss_last'])}" if s else "not run"))
+    sft = f"{s['steps']} steps, loss {_loss(s['loss_first'], s['loss_last'])}" if s else "not run"
+    lines.append("sft       " + sft)
     r = st.get("rl")
     lines.append("rl        " + (f"{r['steps']} steps on {r['prompts']} prompts, reward "
                                  f"{_loss(r['reward_first'], r['reward_last'])}" if r else "not run"))

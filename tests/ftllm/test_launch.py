@@ -74,7 +74,8 @@ rank = dist.get_rank()
 t = torch.tensor([rank + 1])
 dist.all_reduce(t)
 out = os.path.join(sys.argv[1], f"rank{{rank}}.json")
-json.dump({{"world": dist.get_world_size(), "cpu": os.environ.get("ACCELERATE_USE_CPU"), "sum": int(t.item())}}, open(out, "w"))
+result = {{"world": dist.get_world_size(), "cpu": os.environ.get("ACCELERATE_USE_CPU"), "sum": int(t.item())}}
+json.dump(result, open(out, "w"))
 dist.destroy_process_group()
 """
 

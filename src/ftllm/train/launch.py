@@ -180,7 +180,7 @@ class Nodes:
     main_port: int | None = None
 
     @classmethod
-    def from_env(cls, env=None) -> "Nodes":
+    def from_env(cls, env=None) -> Nodes:
         env = os.environ if env is None else env
         machines = int(env.get("FTLLM_NUM_MACHINES", "1"))
         if machines == 1:

@@ -469,7 +469,8 @@ def select_prompts(config: RLConfig, model_dir, data) -> tuple[list[dict], dict]
             always_solved=sum(r > spec.max_pass_rate for r in rates),
         )
         if not examples:
-            raise InputError(f"{data}: the pass-rate filter left no prompt (rates in [{spec.min_pass_rate}, {spec.max_pass_rate}])")
+            raise InputError(f"{data}: the pass-rate filter left no prompt "
+                             f"(rates in [{spec.min_pass_rate}, {spec.max_pass_rate}])")
     counts["prompts"] = len(examples)
     return examples, counts
 

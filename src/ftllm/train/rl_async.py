@@ -52,7 +52,7 @@ class TorchVarlenAttention:
     def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
                                softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, **_):  # fmt: skip
         import torch
-        import torch.nn.functional as F
+        import torch.nn.functional as F  # noqa: N812 - torch's own conventional name
 
         if softcap:
             raise NotImplementedError("TorchVarlenAttention does not implement softcap")

@@ -124,7 +124,8 @@ def build_example(row: dict, config: SFTConfig) -> dict:
     if config.reasoning == "field" and reasoning:
         assistant["thinking"] = reasoning
     elif config.reasoning == "inline" and reasoning:
-        assistant["content"] = fill_template(config.inline_template, {**row, "reasoning": reasoning, "content": content})
+        fields = {**row, "reasoning": reasoning, "content": content}
+        assistant["content"] = fill_template(config.inline_template, fields)
     example = {"prompt": prompt, "completion": [assistant]}
     if config.prompt.chat_template_kwargs:  # TRL's SFTTrainer passes a row's own kwargs to the template
         example["chat_template_kwargs"] = dict(config.prompt.chat_template_kwargs)
@@ -197,7 +198,7 @@ def liger_available() -> bool:
 
 
 def trainer_args(config: SFTConfig, checkpoint_dir: str | Path, processes: int, checkpointing: bool | None = None):
-    """TRL SFTConfig for this run; `checkpointing` is the resolved gradient_checkpointing (see resolve_checkpointing)."""
+    """TRL SFTConfig for this run; `checkpointing` is the resolved gradient_checkpointing (resolve_checkpointing)."""
     from trl import SFTConfig as TRLSFTConfig
 
     accumulation = gradient_accumulation_steps(config.global_batch_size, config.per_device_batch_size, processes)
