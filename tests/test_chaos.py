@@ -58,7 +58,8 @@ def run_and_kill(argv: list[str], delay: float | None) -> float:
 @pytest.mark.slow
 def test_killed_predict_and_evaluate_leave_nothing_half_and_rerun_identically(tmp_path, tiny_model):
     problems = tmp_path / "problems.jsonl"
-    problems.write_text("".join(json.dumps({"id": i, "problem": f"{i} + {i} = ?", "solution": str(2 * i)}) + "\n"
+    problems.write_text("".join(json.dumps({"id": i, "category": "中1", "unit": "正負の数", "problem": f"{i} + {i} = ?",
+                                            "solution": f"${2 * i}$"}, ensure_ascii=False) + "\n"
                                 for i in range(12)))
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
@@ -99,4 +100,5 @@ def test_killed_predict_and_evaluate_leave_nothing_half_and_rerun_identically(tm
         assert all(got[name] == want_metrics[name] for name in got)  # each file whole if present
         run_and_kill(evaluate_argv(work / "pred", metrics), None)
         assert {**files_of(metrics), **files_of(metrics.with_suffix(".plot.json"))} == want_metrics
-        assert sorted(p.name for p in work.iterdir()) == ["m.json", "m.plot.json", "pred"]
+        # m.config.json: the stage harness's resolved settings, beside the metrics
+        assert sorted(p.name for p in work.iterdir()) == ["m.config.json", "m.json", "m.plot.json", "pred"]

@@ -163,5 +163,7 @@ def test_rendered_runscript_predicts_with_the_baked_layout(tiny_model, tmp_path)
     written = [json.loads(line) for line in output_path.read_text().splitlines()]
     assert [w["id"] for w in written] == ["q1", "q2"]
     for row, out in zip(rows, written):
-        assert {k: out[k] for k in row} == row  # every input field kept, values untouched
-        assert set(out) == set(row) | {"output"} and isinstance(out["output"], str)
+        # every field the official grader knows is kept untouched; any other ("note") would make it skip the row
+        known = {k: v for k, v in row.items() if k != "note"}
+        assert {k: out[k] for k in known} == known
+        assert set(out) == set(known) | {"output"} and isinstance(out["output"], str)
