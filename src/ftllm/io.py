@@ -11,10 +11,19 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+
+# control characters (C0 but tab and newline, DEL, C1): a model's NUL or escape sequence is never part
+# of an answer, and a NUL inside \boxed{} would otherwise split what the grader reads
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_controls(text: str) -> str:
+    return CONTROL_CHARACTERS.sub("", text)
 
 
 class InputError(ValueError):

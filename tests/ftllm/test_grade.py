@@ -124,3 +124,9 @@ def test_prediction_rows_carry_only_grader_keys():
     row = {"id": 3, "problem": "p", "category": "IA", "unit": "u", "solution": "$1$", "source": "x", "reasoning": "..."}
     assert prediction_row(row, "\\boxed{1}") == {"id": 3, "problem": "p", "category": "IA", "unit": "u",
                                                  "solution": "$1$", "output": "\\boxed{1}"}
+
+
+def test_a_control_character_never_splits_an_answer():
+    # a NUL inside the box used to let the parser read the last number alone ("2"); stripped, the digits join
+    assert not is_correct("\\boxed{1\x00 2}", "$2$", "soft")
+    assert is_correct("\\boxed{1\x00 2}", "$12$", "soft")

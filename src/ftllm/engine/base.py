@@ -4,7 +4,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
-import re
 from collections.abc import Callable, Sequence
 
 from ftllm.config import EngineSpec, SamplingSpec
@@ -14,13 +13,6 @@ log = logging.getLogger(__name__)
 
 # finish_reason of the completions an over-long prompt gets instead of a crash (see `within_length`)
 PROMPT_TOO_LONG = "prompt_too_long"
-# control characters (C0 but tab and newline, DEL, C1): a model's NUL or escape sequence is never part
-# of an answer, and a NUL inside \boxed{} would otherwise split what the grader reads
-CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def strip_controls(text: str) -> str:
-    return CONTROL_CHARACTERS.sub("", text)
 
 
 # A prompt with more characters than this many per allowed token is over-long without tokenizing it:

@@ -5,7 +5,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine, OnFinished, strip_controls
+from ftllm.engine.base import Completion, Engine, OnFinished
+from ftllm.io import strip_controls
 
 
 class HFEngine(Engine):

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from tqdm.auto import tqdm
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine, OnFinished, strip_controls
+from ftllm.engine.base import Completion, Engine, OnFinished
+from ftllm.io import strip_controls
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import logging
 import os
 
 from ftllm.config import EngineSpec, SamplingSpec
-from ftllm.engine.base import Completion, Engine, OnFinished, strip_controls
+from ftllm.engine.base import Completion, Engine, OnFinished
+from ftllm.io import strip_controls
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from ftllm.io import strip_controls
+
 # §3.1: `<`, optional `/`, a letter, name characters, optionally one whitespace and anything but `>`, `>`.
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9_-]*(?:\s[^>]*)?>")
 # §3.2 (a) after a digit not itself after `_`, before a digit or `.`; (b) after `.`, before a digit.
@@ -25,7 +27,9 @@ def clean_prediction(text: str) -> str:
     """§3: tags out, then spaces inside numbers joined (prediction only; the gold is never cleaned)."""
     if not isinstance(text, str):
         raise TypeError(f"output must be a string, got {type(text).__name__}")
-    return _DIGIT_SPACE.sub("", _TAG.sub("", text))
+    # control characters first (not in the spec, which never meets them): a NUL inside \boxed{1\x00 2} would
+    # otherwise split the answer and let the parser read the last number alone
+    return _DIGIT_SPACE.sub("", _TAG.sub("", strip_controls(text)))
 
 
 def has_delimiter(text: str) -> bool:

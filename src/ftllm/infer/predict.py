@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ftllm.config import load_attr
-from ftllm.engine.base import PROMPT_TOO_LONG, strip_controls
+from ftllm.engine.base import PROMPT_TOO_LONG
 from ftllm.infer.strategies import STRATEGIES
 from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties, build_conversation, request_seeds
-from ftllm.io import ID_TYPES
+from ftllm.io import ID_TYPES, strip_controls
 
 
 def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
