@@ -60,7 +60,7 @@ docker-repro:
 		-v $(DVC_CACHE_VOLUME):/cache/dvc -v $(HF_CACHE_VOLUME):/cache/huggingface \
 		-e PYTHONPATH=/workspace/src \
 		-e GIT_CONFIG_COUNT=1 -e GIT_CONFIG_KEY_0=safe.directory -e GIT_CONFIG_VALUE_0=/workspace \
-		-e HF_TOKEN -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_SESSION_TOKEN -e AWS_DEFAULT_REGION \
+		-e HF_TOKEN \
 		$(IMAGE) dvc repro $(REPRO_ARGS)
 
 ## pull / push: fetch or share pipeline outputs through the default DVC remote (.dvc/config + config.local)
