@@ -155,6 +155,7 @@ def test_docker_repro_uses_all_gpus_volumes_and_the_host_user(make):
     assert "-v ftllm-dvc-cache:/cache/dvc" in cmd and "-v ftllm-hf-cache:/cache/huggingface" in cmd
     assert '--user "$(id -u):$(id -g)"' in cmd and "safe.directory" in cmd
     assert "-e HF_TOKEN " in cmd and "HF_TOKEN=" not in cmd  # passed by name, the value never on the line
+    assert "AWS_" not in cmd  # storage keys stay in .dvc/config.local, out of the pipeline's environment
     assert cmd.rstrip().endswith("dvc repro --pull")
 
 
