@@ -69,6 +69,21 @@ def stage_tokens(name: str) -> tuple[int | None, str | None]:
     return None, None
 
 
+def stage_pids(group: int) -> list[int]:
+    """Processes of the run's group that are stage scripts (`stages/<name>.py`), found through /proc."""
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getpgid(int(entry.name)) != group:
+                continue
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if any(part.startswith(b"stages/") and part.endswith(b".py") for part in cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
 def ensure_git() -> None:
     if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=ROOT, capture_output=True).returncode == 0:
         return
@@ -99,6 +114,11 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None) ->
 
     def stop() -> None:
         expired.set()
+        # first ask each stage for its stacks (ftllm.cli registers SIGUSR1), so the log says where the time went
+        for pid in stage_pids(proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGUSR1)
+        time.sleep(3)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 

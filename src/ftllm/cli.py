@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import inspect
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S")
+    # `kill -USR1 <pid>` prints every thread's stack and lets the stage go on: how a stuck stage says where it is
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 @contextlib.contextmanager
