@@ -274,13 +274,14 @@ def main(argv=None) -> None:
             if w["step"] == last_measured
         ],
     }
+    out = Path(args.out_dir)
+    write_json(out / f"rl_weights_{card}.json", {**common, "loss_types": weights_summary(weights)})
+    result["runtime_s"] = round(time.perf_counter() - started, 1)
+    write_json(out / f"rl_gpu_{card}.json", result)  # the sync result stands even if the async run never returns
     if args.run_async:
         result["async"] = run_async(args, work, data, sync)
-    result["runtime_s"] = round(time.perf_counter() - started, 1)
-
-    out = Path(args.out_dir)
-    write_json(out / f"rl_gpu_{card}.json", result)
-    write_json(out / f"rl_weights_{card}.json", {**common, "loss_types": weights_summary(weights)})
+        result["runtime_s"] = round(time.perf_counter() - started, 1)
+        write_json(out / f"rl_gpu_{card}.json", result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("measured_weights", "settings")}, indent=2))
 
 
