@@ -7,3 +7,5 @@ export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 # interpreter does not find its venv's site-packages)
 mkdir -p /tmp/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python && chmod +x /tmp/bin/python
 export PATH=/tmp/bin:$PATH
+# the box's copy of the tree has no trustworthy .git: `benchmarks/gpu/stamp.sh` wrote the commit beside the code
+[ -f .code-version ] && export FTLLM_CODE_VERSION="$(cat .code-version)"

@@ -26,6 +26,8 @@ def device_name() -> str:
 
 def code_version() -> str | None:
     """The commit the code was run from, marked `+dirty` when the work tree had changes; None outside git."""
+    if stamped := os.environ.get("FTLLM_CODE_VERSION"):  # a copy without its .git (a lent GPU box) says it here
+        return stamped
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
