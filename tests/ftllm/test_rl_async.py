@@ -137,6 +137,17 @@ def test_server_wrapper_reports_an_early_exit(tmp_path):
     assert "no GPU" in (tmp_path / "serve.log").read_text()
 
 
+def test_server_early_exit_names_the_root_cause_not_the_wrapper_error(tmp_path):
+    # the shape of vLLM 0.26's log when its IPC weight-transfer engine could not import ray (seen on an H200)
+    log = ("(EngineCore pid=9) ERROR [core.py:1330]     import ray\n"
+           "(EngineCore pid=9) ERROR [core.py:1330] ModuleNotFoundError: No module named 'ray'\n"
+           "(APIServer pid=8) RuntimeError: Engine core initialization failed. See root cause above.\n")
+    server = VllmServer("model", 0.3, max_model_len=128, dtype="bfloat16", log_path=tmp_path / "serve.log")
+    server.command = [sys.executable, "-c", f"import sys; sys.stdout.write({log!r}); sys.exit(1)"]
+    with pytest.raises(RuntimeError, match=r"exited with 1 \(ModuleNotFoundError: No module named 'ray'\)"):
+        server.__enter__()
+
+
 class Stop(RuntimeError):
     pass
 

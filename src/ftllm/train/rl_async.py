@@ -25,6 +25,7 @@ import base64
 import logging
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -243,7 +244,8 @@ class VllmServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vllm serve exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(f"vllm serve exited with {self.process.returncode} ({self.last_error()}); "
+                                   f"see {self.log_path}")
             try:
                 if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return
@@ -252,6 +254,16 @@ class VllmServer:
             time.sleep(1.0)
         self.__exit__(None, None, None)
         raise RuntimeError(f"vllm serve not ready after {self.startup_timeout_s:.0f}s; see {self.log_path}")
+
+    def last_error(self) -> str:
+        """The server log's last line that names an exception: why it died, for the caller's own message."""
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return "no log"
+        found = [m.group(0) for m in map(re.compile(r"\b\w*(Error|Exception)\b:.*").search, lines)
+                 if m and "root cause above" not in m.group(0)]
+        return found[-1].strip() if found else "no error line in its log"
 
     def __exit__(self, *exc) -> None:
         if self.process is None or self.process.poll() is not None:
