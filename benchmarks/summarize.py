@@ -117,6 +117,17 @@ def sandbox_overhead(d: dict):
         for name, s in snippets.items()
     )
     return figure or "—", "—", None
+def rehearsal(d: dict):
+    stages = d.get("stages") or {}
+    ran = [f"{name} {_num(s.get('wall_s'), '.0f')} s" + ("" if s.get("finished") else " (failed)")
+           for name, s in stages.items() if not s.get("skipped")]
+    failed = d.get("failed_stage") or next((n for n, s in stages.items() if s.get("finished") is False), None)
+    figure = f"total {_num(d.get('total_s'), '.0f')} s on vLLM {d.get('vllm')}: " + ", ".join(ran)
+    if failed:
+        figure += f"; stopped at {failed}"
+    return figure, "every stage, ≤ 600 s", False if failed else (d.get("total_s") or 1e9) <= 600
+
+
 def cost_model(d: dict):
     totals, dominant = d.get("total_gpu_hours") or {}, d.get("dominant") or {}
     figure = "; ".join(f"{card} {_num(hours, ',.0f')} GPU-h ({(dominant.get(card) or {}).get('stage', '?')} "
@@ -148,6 +159,7 @@ SUMMARIZERS = {
     "strategies": strategy_table,
     "sandbox_overhead": sandbox_overhead,
     "cost_model": cost_model,
+    "rehearsal": rehearsal,
 }
 
 
