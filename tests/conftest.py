@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Two shared cores: extra threads make tiny-model tests ~10x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -12,6 +13,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+# GGUF conversions are kept per test run, not in the user's ~/.cache/ftllm
+os.environ.setdefault("FTLLM_CACHE", tempfile.mkdtemp(prefix="ftllm-cache-"))
 
 import pytest
 

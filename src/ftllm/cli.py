@@ -24,6 +24,7 @@ import inspect
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S")
     # `kill -USR1 <pid>` prints every thread's stack and lets the stage go on: how a stuck stage says where it is
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # (to the process's real stderr: under a test runner sys.stderr may be a buffer without a file descriptor)
+    if hasattr(signal, "SIGUSR1") and sys.__stderr__ is not None:
+        with contextlib.suppress(ValueError, OSError):
+            faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import os
 from pathlib import Path
 
 from ftllm.io import InputError, atomic_path
@@ -75,10 +76,34 @@ def resolve_gguf(spec: str) -> Path:
     return path
 
 
+def gguf_cache_dir(gguf: Path, dtype: str) -> Path:
+    """Where a GGUF's dequantised checkpoint is kept: keyed by the file's bytes, the dtype and transformers'
+    version, under $FTLLM_CACHE (default ~/.cache/ftllm)."""
+    import hashlib
+
+    import transformers
+
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    root = Path(os.environ.get("FTLLM_CACHE") or Path.home() / ".cache" / "ftllm")
+    return root / "gguf" / f"{digest.hexdigest()[:32]}-{dtype}-transformers{transformers.__version__}"
+
+
 def convert_gguf(gguf: Path, dtype: str = "float32"):
-    """Dequantise a GGUF file into a plain (model, tokenizer) pair that can be saved normally."""
+    """Dequantise a GGUF file into a plain (model, tokenizer) pair that can be saved normally.
+
+    Parsing a GGUF is slow in transformers (the file's metadata is read three times: ~25 s for the 135M
+    SmolLM2), and the base, baseline and teacher stages often convert the same file: the first conversion
+    is kept as a checkpoint (see `gguf_cache_dir`) and later ones load it.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    cached = gguf_cache_dir(gguf, dtype)
+    if (cached / "config.json").is_file():
+        log.info("%s: converted before, loading %s", gguf.name, cached)
+        return load_model(cached, dtype=dtype)
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
@@ -89,6 +114,10 @@ def convert_gguf(gguf: Path, dtype: str = "float32"):
     config = AutoConfig.for_model(**config.to_dict())
     model = AutoModelForCausalLM.from_config(config, dtype=_torch_dtype(dtype))
     model.load_state_dict(quantized.state_dict())
+    try:
+        save_checkpoint(model, tokenizer, cached)
+    except OSError as err:  # a read-only home costs the next conversion time, not this one its result
+        log.warning("could not keep the conversion in %s: %s", cached, err)
     return model, tokenizer
 
 

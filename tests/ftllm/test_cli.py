@@ -114,3 +114,25 @@ def test_bad_params_or_missing_input_is_one_line(tmp_path, section, extra, messa
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [result.output.strip()] and message in result.output
     assert not (tmp_path / "e.jsonl").exists()
+
+
+def test_sigusr1_prints_the_stacks_and_the_stage_goes_on():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("from ftllm.cli import setup_logging; setup_logging(); import time\n"
+            "print('ready', flush=True)\n"
+            "for _ in range(300): time.sleep(0.1)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(1.0)
+        assert proc.poll() is None  # still running
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert "most recent call first" in err and "<string>" in err

