@@ -221,3 +221,11 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model, judged, tmp_path,
     steps = json.loads((tmp_path / "plots" / "steps.json").read_text())
     assert [s["step"] for s in steps] == [1, 2]  # step 1 comes from the checkpoint's telemetry
     assert {g["step"] for g in json.loads((tmp_path / "plots" / "groups.json").read_text())} == {1, 2}
+
+
+def test_fewer_prompts_than_one_step_is_one_line_before_any_training(tiny_model, judged, tmp_path):
+    # 4 usable rows, 8 prompts a step: TRL would drop the short chunk, run 0 steps and save the start model
+    config = build(RLConfig, {**TINY_RUN, "prompts_per_step": 8}, "rl")
+    with pytest.raises(InputError, match=r"4 RL prompt\(s\) left .* rl.prompts_per_step = 8"):
+        train_rl(config, tiny_model, judged, tmp_path / "out", tmp_path / "ckpt")
+    assert not (tmp_path / "out").exists()

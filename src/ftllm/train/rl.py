@@ -505,6 +505,10 @@ def train_rl(
     with state.main_process_first():  # rank 0 clears stale checkpoints and samples the pass rates; the rest read
         resume_from = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint(config, model_dir, data))
         examples, counts = cached_prompts(config, model_dir, data, Path(checkpoint_dir) / PROMPTS_FILE)
+    if len(examples) < config.prompts_per_step:
+        # TRL's sampler drops a last chunk smaller than one step: the run would train nothing and save the start
+        raise InputError(f"{data}: {len(examples)} RL prompt(s) left after the pass-rate filter, fewer than one "
+                         f"step's rl.prompts_per_step = {config.prompts_per_step}; keep more rows or lower it")
     processes = world_size()
     args = (async_grpo_args if config.mode == "async" else grpo_args)(config, checkpoint_dir, processes)
 
@@ -526,6 +530,8 @@ def train_rl(
         result = trainer.train(resume_from_checkpoint=resume_from)
         runtime_s = time.perf_counter() - started
 
+    if trainer.state.global_step == 0:  # never cache the untrained start as the RL policy
+        raise InputError(f"{data}: RL ran no optimizer step on {len(examples)} prompt(s); nothing was trained")
     full_state = trainer.accelerator.get_state_dict(trainer.model)
     steps = telemetry.steps
     metrics = {
