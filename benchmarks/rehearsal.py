@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
-SKIP_LINE = re.compile(r"Stage '([^']+)' didn't change, skipping")
+SKIP_LINE = re.compile(r"Stage '([^']+)' (?:didn't change, skipping|is cached - skipping run)")
 
 
 class MemorySampler(threading.Thread):
