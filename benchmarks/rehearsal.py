@@ -63,7 +63,8 @@ def stage_tokens(name: str) -> tuple[int | None, str | None]:
     if not path.exists():
         return None, None
     metrics = json.loads(path.read_text())
-    for field in ("tokens_generated", "tokens", "train_tokens", "tokens_trained", "generated_tokens", "num_tokens"):
+    for field in ("tokens_generated", "tokens", "tokens_seen", "train_tokens", "tokens_trained", "generated_tokens",
+                  "num_tokens"):
         if isinstance(metrics.get(field), (int, float)):
             return int(metrics[field]), field
     return None, None

@@ -207,6 +207,10 @@ def test_answer_agreement():
     assert result.dropped[0]["drop_reason"] == "answer_disagreement"
     assert result.kept[0]["agreement"] == pytest.approx(2 / 3)
     assert engine.calls[1][1].n == 3
+    # tokens the model generated, verdicts and re-solves alike (the fake counts characters as tokens)
+    replies = 2 * len('{"verdict": "consistent"}') + sum(map(len, ["\\boxed{5}", "\\boxed{5.0}", "\\boxed{4}",
+                                                                  "\\boxed{4}", "no answer", "\\boxed{5}"]))
+    assert result.metrics["tokens_generated"] == replies
 
 
 def test_no_engine_when_nothing_survives():

@@ -200,8 +200,10 @@ def test_train_rl_async_without_url_serves_on_this_gpu(tiny_model, tmp_path, mon
     monkeypatch.setenv("WORLD_SIZE", "2")  # several processes: the same-device server is not for them
     config = build(RLConfig, {"mode": "async", "num_generations": 4, "prompts_per_step": 2, "per_device_batch_size": 4,
                               "bf16": False, "num_processes": 1})  # fmt: skip
+    two = tmp_path / "two.jsonl"  # one step takes 2 prompts here
+    write_records(two, [{"id": "1", "problem": "1+1=", "answer": "2"}, {"id": "2", "problem": "2+2=", "answer": "4"}])
     with pytest.raises(ValueError, match="one GPU"):
-        train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt2")
+        train_rl(config, tiny_model, two, tmp_path / "out", tmp_path / "ckpt2")
     assert events[-1] == ("stopped",) and len(events) == 3  # no server was started for it
 
 

@@ -152,3 +152,27 @@ class Engine(abc.ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+class CountTokens:
+    """An engine seen through a counter: `tokens` is the sum of every completion's tokens it returned (for a
+    stage's tokens/s); everything else is the engine's own."""
+
+    def __init__(self, engine):
+        self.engine, self.tokens = engine, 0
+
+    def _counted(self, outputs: list[list[Completion]]) -> list[list[Completion]]:
+        self.tokens += sum(c.num_tokens for completions in outputs for c in completions)
+        return outputs
+
+    def chat(self, *args, **kwargs) -> list[list[Completion]]:
+        return self._counted(self.engine.chat(*args, **kwargs))
+
+    def generate(self, *args, **kwargs) -> list[list[Completion]]:
+        return self._counted(self.engine.generate(*args, **kwargs))
+
+    def generate_ids(self, *args, **kwargs) -> list[list[Completion]]:
+        return self._counted(self.engine.generate_ids(*args, **kwargs))
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)

@@ -110,12 +110,15 @@ def _run_cheap_filters(rows: list[dict], eval_rows: list[dict], config: JudgeCon
 
 
 def _run_model_checks(rows: list[dict], config: JudgeConfig, status: list, notes: list[dict],
-                      engine_factory: Callable) -> None:
-    """LLM verdicts, then answer agreement, each one batched call over the rows still alive."""
+                      engine_factory: Callable) -> int:
+    """LLM verdicts, then answer agreement, each one batched call over the rows still alive; returns the
+    tokens the model generated."""
+    from ftllm.engine.base import CountTokens
+
     alive = _alive(status)
     if not alive or not (config.llm_judge or config.agreement.enabled):
-        return
-    engine = engine_factory(config.engine)
+        return 0
+    engine = CountTokens(engine_factory(config.engine))
     try:
         if config.llm_judge:
             verdicts = judge_rows(engine, [rows[i] for i in alive], config.sampling, config.max_solution_chars,
@@ -131,9 +134,10 @@ def _run_model_checks(rows: list[dict], config: JudgeConfig, status: list, notes
                 if share < config.agreement.min_agreement:
                     status[i] = Drop("answer_disagreement", f"{share:.0%} of {config.agreement.k} re-solves agree")
     finally:
-        close = getattr(engine, "close", None)
+        close = getattr(engine.engine, "close", None)
         if close:
             close()
+    return engine.tokens
 
 
 def _verdict_drop(verdict: Verdict, config: JudgeConfig) -> Drop | None:
@@ -152,7 +156,7 @@ def curate(rows: list[dict], eval_rows: list[dict], config: JudgeConfig, engine_
     status: list[Drop | None] = [None] * len(rows)
     notes: list[dict] = [{} for _ in rows]
     _run_cheap_filters(rows, eval_rows, config, status)
-    _run_model_checks(rows, config, status, notes, engine_factory)
+    tokens = _run_model_checks(rows, config, status, notes, engine_factory)
 
     kept, dropped = [], []
     for row, drop, note in zip(rows, status, notes):
@@ -166,7 +170,8 @@ def curate(rows: list[dict], eval_rows: list[dict], config: JudgeConfig, engine_
         else:
             dropped.append({**row, "drop_reason": drop.reason, "drop_detail": drop.detail, "match_id": drop.match_id,
                             **extra})
-    return Curation(kept, dropped, _metrics(rows, kept, dropped, notes), _coverage(rows, kept))
+    metrics = {**_metrics(rows, kept, dropped, notes), "tokens_generated": tokens}
+    return Curation(kept, dropped, metrics, _coverage(rows, kept))
 
 
 def _metrics(rows: list[dict], kept: list[dict], dropped: list[dict], notes: list[dict]) -> dict:

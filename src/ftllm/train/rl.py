@@ -539,6 +539,7 @@ def train_rl(
         "mode": config.mode,
         "loss_type": config.loss_type,
         "steps": trainer.state.global_step,
+        "tokens": int(trainer.state.num_input_tokens_seen or 0),  # prompts and completions, as TRL counts them
         "resumed_from_step": checkpoint_step(resume_from),
         "train_loss": result.training_loss,
         "reward_first": steps[0].get("reward_mean") if steps else None,
