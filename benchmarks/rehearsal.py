@@ -85,6 +85,19 @@ def stage_pids(group: int) -> list[int]:
     return pids
 
 
+def carry_over(earlier: dict, current: dict) -> dict:
+    """Stages this call skipped (restored from the run cache) keep the earlier call's finished measurement, in DAG
+    order: the earlier call's stages first, then this call's new ones."""
+    merged = {}
+    for name, stage in earlier.items():
+        if stage.get("finished") and current.get(name, {"skipped": True}).get("skipped"):
+            merged[name] = {**stage, "measured_in": "previous call"}
+    for name, stage in current.items():
+        if name not in merged:
+            merged[name] = stage
+    return merged
+
+
 def ensure_git() -> None:
     if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=ROOT, capture_output=True).returncode == 0:
         return
@@ -99,7 +112,10 @@ def ensure_git() -> None:
 @click.option("--log", type=click.Path(path_type=Path), default=None, help="copy of DVC's output, written as it comes")
 @click.option("--deadline-s", type=float, default=None,
               help="stop the whole run (every descendant) after this many seconds and still write the result")
-def main(profile: str, out: Path, log: Path | None, deadline_s: float | None) -> None:
+@click.option("--continue-from", "previous", type=click.Path(exists=True, path_type=Path), default=None,
+              help="result of an earlier call on the same box that stopped at its deadline: stages this call "
+                   "restores from DVC's run cache keep that call's measurements (marked measured_in: previous call)")
+def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, previous: Path | None) -> None:
     from ftllm.provenance import provenance
 
     ensure_git()
@@ -162,8 +178,15 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None) ->
                         "tokens_per_s": round(tokens / wall, 1) if tokens else None}
     for name in skipped:
         stages.setdefault(name, {"skipped": True})
+    earlier = json.loads(previous.read_text(encoding="utf-8")) if previous else None
+    if earlier:
+        stages = carry_over(earlier["stages"], stages)
     result = {"benchmark": "rehearsal", "profile": profile, "exit_code": code, "total_s": round(end - start, 1),
+              "dag_s": round(sum(s["wall_s"] for s in stages.values() if s.get("finished")), 1),
               "stages": stages, **provenance()}
+    if earlier:
+        result["previous_calls"] = [*earlier.get("previous_calls", []),
+                                    {k: earlier.get(k) for k in ("date", "command", "code", "exit_code", "total_s")}]
     try:
         import vllm
 

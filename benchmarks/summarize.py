@@ -122,10 +122,13 @@ def rehearsal(d: dict):
     ran = [f"{name} {_num(s.get('wall_s'), '.0f')} s" + ("" if s.get("finished") else " (failed)")
            for name, s in stages.items() if not s.get("skipped")]
     failed = d.get("failed_stage") or next((n for n, s in stages.items() if s.get("finished") is False), None)
-    figure = f"total {_num(d.get('total_s'), '.0f')} s on vLLM {d.get('vllm')}: " + ", ".join(ran)
+    dag_s = d.get("dag_s") or d.get("total_s")
+    figure = f"stages {_num(dag_s, '.0f')} s on vLLM {d.get('vllm')}: " + ", ".join(ran)
+    if d.get("previous_calls"):
+        figure += f" (over {len(d['previous_calls']) + 1} calls on one box)"
     if failed:
         figure += f"; stopped at {failed}"
-    return figure, "every stage, ≤ 600 s", False if failed else (d.get("total_s") or 1e9) <= 600
+    return figure, "every stage, ≤ 600 s", False if failed else (dag_s or 1e9) <= 600
 
 
 def cost_model(d: dict):
