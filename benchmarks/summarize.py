@@ -117,6 +117,8 @@ def sandbox_overhead(d: dict):
         for name, s in snippets.items()
     )
     return figure or "—", "—", None
+
+
 def rehearsal(d: dict):
     stages = d.get("stages") or {}
     ran = [f"{name} {_num(s.get('wall_s'), '.0f')} s" + ("" if s.get("finished") else " (failed)")

@@ -18,7 +18,7 @@ import logging
 import os
 from pathlib import Path
 
-from ftllm.io import InputError, atomic_path
+from ftllm.io import InputError, atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +79,10 @@ def resolve_gguf(spec: str) -> Path:
 def gguf_cache_dir(gguf: Path, dtype: str) -> Path:
     """Where a GGUF's dequantised checkpoint is kept: keyed by the file's bytes, the dtype and transformers'
     version, under $FTLLM_CACHE (default ~/.cache/ftllm)."""
-    import hashlib
-
     import transformers
 
-    digest = hashlib.sha256()
-    with open(gguf, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
     root = Path(os.environ.get("FTLLM_CACHE") or Path.home() / ".cache" / "ftllm")
-    return root / "gguf" / f"{digest.hexdigest()[:32]}-{dtype}-transformers{transformers.__version__}"
+    return root / "gguf" / f"{file_sha256(gguf)[:32]}-{dtype}-transformers{transformers.__version__}"
 
 
 def convert_gguf(gguf: Path, dtype: str = "float32"):
