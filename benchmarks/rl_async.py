@@ -153,6 +153,8 @@ def worker(spec_path: Path) -> int:
 
 
 def launch(spec: dict, folder: Path, gpus: list[str] | None, timeout: int) -> None:
+    from ftllm.train.rl_async import last_error_line
+
     path = folder / f"{spec['phase']}-spec.json"
     path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "FTLLM_LAUNCHED", "RANK", "WORLD_SIZE")}
@@ -165,7 +167,7 @@ def launch(spec: dict, folder: Path, gpus: list[str] | None, timeout: int) -> No
                               stderr=subprocess.STDOUT, timeout=timeout).returncode  # fmt: skip
     if code:
         text = log.read_text(encoding="utf-8", errors="replace")
-        raise RuntimeError(f"{spec['phase']} exited {code}: {text[-2000:]}")
+        raise RuntimeError(f"{spec['phase']} exited {code}: {last_error_line(text)}; log tail: {text[-1500:]}")
 
 
 def visible_gpus(cuda: bool) -> list[str]:

@@ -88,8 +88,10 @@ def test_killed_predict_and_evaluate_leave_nothing_half_and_rerun_identically(tm
         work = tmp_path / f"seed-{seed}"
         run_and_kill(predict_argv(work / "pred"), rng.uniform(0.2, predict_time))
         assert files_of(work / "pred") in ({}, want_predictions)  # nothing, or the whole output
-        # no temporary; a killed writer cannot remove its (released) lock file, the next writer does
-        assert {p.name for p in work.iterdir()} <= {"pred", ".pred.lock"}
+        # a SIGKILLed writer cannot remove its (released) lock file or its temporary: both are named as such,
+        # never as the output, and the next writer removes them (checked after the rerun below)
+        left = {p.name for p in work.iterdir()} - {"pred", ".pred.lock"}
+        assert all(name.startswith(".pred.tmp-") for name in left), left
         run_and_kill(predict_argv(work / "pred"), None)
         assert files_of(work / "pred") == want_predictions
         assert sorted(p.name for p in work.iterdir()) == ["pred"]

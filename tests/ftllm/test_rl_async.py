@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from ftllm.train.rl_async import CudaIpcWeightTransfer, TorchVarlenAttention, VllmServer
+from ftllm.train.rl_async import CudaIpcWeightTransfer, TorchVarlenAttention, VllmServer, last_error_line
 
 
 def dense_reference(q, k, v, cu_q, cu_k, scale, window=-1):
@@ -299,3 +299,16 @@ def test_train_rl_async_with_url_uses_trl_nccl_transfer_and_the_local_attention(
     with pytest.raises(Stop):
         train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt")
     assert events == [("attention",), ("trainer", "http://10.0.0.7:8000", None, 2)]
+
+
+def test_last_error_line_names_the_workers_error_not_the_launchers_summary():
+    log = textwrap.dedent("""\
+        [rank0]: Traceback (most recent call last):
+        [rank0]:   File "rl.py", line 3, in <module>
+        [rank0]: ftllm.errors.InputError: data.parquet: 1 prompt, fewer than one step's 2
+        Traceback (most recent call last):
+        torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+          traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+        """)
+    assert last_error_line(log) == "InputError: data.parquet: 1 prompt, fewer than one step's 2"
+    assert last_error_line("all fine\n") == "no error line in its log"

@@ -209,6 +209,16 @@ def split_gpus(visible: list[str], server_gpus: int) -> tuple[list[str], list[st
     return list(visible[:-server_gpus]), list(visible[-server_gpus:])
 
 
+_WRAPPERS = ("root cause above", "ChildFailedError")  # launchers' summaries of a worker's own error
+
+
+def last_error_line(log: str) -> str:
+    """A log's last line that names an exception, skipping launchers' wrappers: why a process died."""
+    found = [m.group(0) for m in map(re.compile(r"\b\w*(Error|Exception)\b:.*").search, log.splitlines())
+             if m and not any(w in m.group(0) for w in _WRAPPERS)]
+    return found[-1].strip() if found else "no error line in its log"
+
+
 class VllmServer:
     """`vllm serve` in its own process group on this machine's GPU; a context manager that stops it."""
 
@@ -258,12 +268,9 @@ class VllmServer:
     def last_error(self) -> str:
         """The server log's last line that names an exception: why it died, for the caller's own message."""
         try:
-            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            return last_error_line(self.log_path.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             return "no log"
-        found = [m.group(0) for m in map(re.compile(r"\b\w*(Error|Exception)\b:.*").search, lines)
-                 if m and "root cause above" not in m.group(0)]
-        return found[-1].strip() if found else "no error line in its log"
 
     def __exit__(self, *exc) -> None:
         if self.process is None or self.process.poll() is not None:
