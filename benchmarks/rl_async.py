@@ -115,14 +115,17 @@ def worker(spec_path: Path) -> int:
     if code is not None:
         return code
 
-    from ftllm.train.launch import is_main_process
+    from ftllm.train.launch import is_main_process, leave_process_group
     from ftllm.train.rl import train_rl
     from ftllm.train.telemetry import TelemetryLog
 
     clock = step_clock()
     name = spec["phase"]
-    metrics = train_rl(config, spec["model"], spec["data"], folder / f"{name}-out", folder / f"{name}-ckpt",
-                       plots_dir=folder / f"{name}-plots", callbacks=(clock,))  # fmt: skip
+    try:
+        metrics = train_rl(config, spec["model"], spec["data"], folder / f"{name}-out", folder / f"{name}-ckpt",
+                           plots_dir=folder / f"{name}-plots", callbacks=(clock,))  # fmt: skip
+    finally:
+        leave_process_group()
     if not is_main_process():
         return 0
     steps = TelemetryLog.load(folder / f"{name}-plots").steps

@@ -450,6 +450,9 @@ def worker(spec_path: Path) -> int:
         "fsdp": dataclasses.asdict(config.fsdp),
     }  # fmt: skip
     (folder / f"rank{rank}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    from ftllm.train.launch import leave_process_group
+
+    leave_process_group()
     return 0
 
 

@@ -152,7 +152,13 @@ def run_stage(
     kwargs = {k: v for k, v in options.items() if writes_metrics or k != metrics}
     with one_line_errors(errors):
         function = load_attr(call)
-        result = function(**kwargs) if config is None else function(config, **kwargs)
+        try:
+            result = function(**kwargs) if config is None else function(config, **kwargs)
+        finally:
+            if relaunch:
+                from ftllm.train.launch import leave_process_group
+
+                leave_process_group()
     if main and metrics is not None and options.get(metrics) is not None:
         from ftllm.io import write_json
 

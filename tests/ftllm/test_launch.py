@@ -62,21 +62,27 @@ def test_no_relaunch_for_one_process_or_inside_a_worker(monkeypatch, not_a_worke
 
 
 WORKER = """
-import json, os, sys
+import json, os, sys, time
 sys.path.insert(0, {src!r})
-from ftllm.train.launch import relaunch_if_needed
+from ftllm.train.launch import distributed_state, relaunch_if_needed
 # A worker calling the launcher again must train itself, never start more workers.
 assert relaunch_if_needed(2, {config!r}) is None
 import torch
 import torch.distributed as dist
-dist.init_process_group("gloo")  # rendezvous from the variables the launcher set
-rank = dist.get_rank()
-t = torch.tensor([rank + 1])
+state = distributed_state()  # as the training stages get their ranks: gloo over the launcher's variables
+marker = os.path.join(sys.argv[1], "first.txt")
+with state.main_process_first():  # the stages clear checkpoints and sample prompts here, rank 0 alone first
+    if state.is_main_process:
+        time.sleep(1)
+        open(marker, "w").write("rank 0")
+    saw_rank0_first = os.path.exists(marker)
+t = torch.tensor([state.process_index + 1])
 dist.all_reduce(t)
-out = os.path.join(sys.argv[1], f"rank{{rank}}.json")
-result = {{"world": dist.get_world_size(), "cpu": os.environ.get("ACCELERATE_USE_CPU"), "sum": int(t.item())}}
+out = os.path.join(sys.argv[1], f"rank{{state.process_index}}.json")
+result = {{"world": state.num_processes, "cpu": os.environ.get("ACCELERATE_USE_CPU"), "sum": int(t.item()),
+          "type": str(state.distributed_type), "saw_rank0_first": saw_rank0_first}}
 json.dump(result, open(out, "w"))
-dist.destroy_process_group()
+state.destroy_process_group()  # gloo threads left running abort the interpreter at exit
 """
 
 
@@ -87,7 +93,8 @@ def test_relaunch_runs_two_cpu_workers(tmp_path, not_a_worker):
     code = launch.relaunch_if_needed(2, CPU_CONFIG, [str(script), str(tmp_path)])
     assert code == 0
     reports = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
-    assert all(r == {"world": 2, "cpu": "true", "sum": 3} for r in reports)  # 1 + 2 summed over gloo
+    assert all(r == {"world": 2, "cpu": "true", "sum": 3, "type": "DistributedType.MULTI_CPU", "saw_rank0_first": True}
+               for r in reports)  # 1 + 2 summed over gloo; a bare PartialState() would see one lone process per rank
 
 
 @pytest.mark.slow

@@ -109,10 +109,10 @@ def test_layers_to_train_modes(tmp_path):
 
 def test_checkpoint_dir_cleared_only_for_another_run(tmp_path):
     folder = tmp_path / "ck"
-    assert prepare_checkpoint_dir(folder, "a") is None
+    assert prepare_checkpoint_dir(folder, "a", is_main=True) is None
     (folder / "checkpoint-5").mkdir()
-    assert prepare_checkpoint_dir(folder, "a").endswith("checkpoint-5")
-    assert prepare_checkpoint_dir(folder, "b") is None  # other inputs: never resume from it
+    assert prepare_checkpoint_dir(folder, "a", is_main=True).endswith("checkpoint-5")
+    assert prepare_checkpoint_dir(folder, "b", is_main=True) is None  # other inputs: never resume from it
     assert not (folder / "checkpoint-5").exists()
 
 

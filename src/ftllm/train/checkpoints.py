@@ -5,7 +5,7 @@ rerun. The folder records a fingerprint of what determines the run (config, inpu
 data); a rerun with other inputs clears the folder instead of resuming a stale run.
 
     fingerprint = run_fingerprint(config, model_dir, data)
-    resume_from = prepare_checkpoint_dir(checkpoint_dir, fingerprint)  # None: start afresh
+    resume_from = prepare_checkpoint_dir(checkpoint_dir, fingerprint, is_main=rank == 0)  # None: afresh
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import json
 import logging
 import shutil
 from pathlib import Path
+
+from ftllm.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,11 @@ def run_fingerprint(config, model_dir: str | Path, data: str | Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_checkpoint_dir(checkpoint_dir: str | Path, fingerprint: str, is_main: bool = True) -> str | None:
-    """Return the checkpoint to resume from; the main process first clears another run's checkpoints."""
+def prepare_checkpoint_dir(checkpoint_dir: str | Path, fingerprint: str, *, is_main: bool) -> str | None:
+    """Return the checkpoint to resume from; the main process first clears another run's checkpoints.
+
+    Call it inside `main_process_first`: the other ranks only look, after the main one has finished.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     folder = Path(checkpoint_dir)
@@ -68,7 +73,7 @@ def prepare_checkpoint_dir(checkpoint_dir: str | Path, fingerprint: str, is_main
             log.info("%s holds checkpoints of another run: starting afresh", folder)
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"fingerprint": fingerprint}))
+        write_json(record, {"fingerprint": fingerprint})
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from ftllm.io import InputError, read_jsonl, write_json
 from ftllm.train.checkpoints import checkpoint_step, hash_path, prepare_checkpoint_dir, settings_digest
-from ftllm.train.launch import world_size
+from ftllm.train.launch import distributed_state, world_size
 from ftllm.train.trainer import TrainerSettings, live_callbacks, loss_history, shared_trainer_args
 
 log = logging.getLogger(__name__)
@@ -370,14 +370,14 @@ def train_cpt(
     live_dir: str | Path | None = None,
 ) -> dict:
     """Extend the context, train DoRA adapters on the packed corpus, merge and save; return metrics."""
-    from accelerate import PartialState
     from transformers import Trainer, default_data_collator
 
     from ftllm.models import save_checkpoint
 
-    state = PartialState()
+    state = distributed_state()
     with state.main_process_first():  # rank 0 clears a stale folder before the others look in it
-        resume_from = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint(config, model_dir, corpus))
+        resume_from = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint(config, model_dir, corpus),
+                                             is_main=state.is_main_process)
     documents = stream_documents(config, corpus)
     blocks = PackedBlocks(documents, load_tokenizer(model_dir), config.sequence_length, config.token_budget,
                           config.separate_documents, corpus_source(config, corpus))

@@ -74,6 +74,25 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def distributed_state():
+    """accelerate's PartialState for this worker. On a CPU box our launcher marks the workers with
+    ACCELERATE_USE_CPU (gloo); a bare PartialState() ignores that flag and tells every rank it is alone,
+    so `main_process_first` would let all ranks clear checkpoints and write the same files at once."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def leave_process_group() -> None:
+    """Destroy the process group before the worker exits: gloo threads still alive at interpreter exit
+    abort the process ("terminate called without an active exception"), failing a run that succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from ftllm.io import InputError, read_records, write_json
 from ftllm.prompting import PromptSpec, build_conversation
 from ftllm.train.checkpoints import checkpoint_step, prepare_checkpoint_dir, run_fingerprint
-from ftllm.train.launch import world_size
+from ftllm.train.launch import distributed_state, world_size
 from ftllm.train.rewards import select_rewards
 from ftllm.train.telemetry import (
     LOSS_TYPES,
@@ -497,13 +497,13 @@ def train_rl(
     live_dir: str | Path | None = None,
 ) -> dict:
     """Train `model_dir` with GRPO on the judged prompts in `data`; save the policy to `out_dir`; return metrics."""
-    from accelerate import PartialState
 
     from ftllm.models import save_checkpoint
 
-    state = PartialState()
+    state = distributed_state()
     with state.main_process_first():  # rank 0 clears stale checkpoints and samples the pass rates; the rest read
-        resume_from = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint(config, model_dir, data))
+        resume_from = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint(config, model_dir, data),
+                                             is_main=state.is_main_process)
         examples, counts = cached_prompts(config, model_dir, data, Path(checkpoint_dir) / PROMPTS_FILE)
     if len(examples) < config.prompts_per_step:
         # TRL's sampler drops a last chunk smaller than one step: the run would train nothing and save the start
