@@ -497,7 +497,6 @@ def train_rl(
     live_dir: str | Path | None = None,
 ) -> dict:
     """Train `model_dir` with GRPO on the judged prompts in `data`; save the policy to `out_dir`; return metrics."""
-
     from ftllm.models import save_checkpoint
 
     state = distributed_state()
