@@ -121,7 +121,9 @@ def sandbox_overhead(d: dict):
 
 def rehearsal(d: dict):
     stages = d.get("stages") or {}
-    ran = [f"{name} {_num(s.get('wall_s'), '.0f')} s" + ("" if s.get("finished") else " (failed)")
+    # a stage the call's deadline cut did not fail: say which it was
+    cut = "cut by the deadline" if str(d.get("exit_code", "")).startswith("deadline") else "failed"
+    ran = [f"{name} {_num(s.get('wall_s'), '.0f')} s" + ("" if s.get("finished") else f" ({cut})")
            for name, s in stages.items() if not s.get("skipped")]
     failed = d.get("failed_stage") or next((n for n, s in stages.items() if s.get("finished") is False), None)
     dag_s = d.get("dag_s") or d.get("total_s")
@@ -129,7 +131,7 @@ def rehearsal(d: dict):
     if d.get("previous_calls"):
         figure += f" (over {len(d['previous_calls']) + 1} calls on one box)"
     if failed:
-        figure += f"; stopped at {failed}"
+        figure += f"; stopped at {failed}" + (" (deadline)" if cut != "failed" else "")
     return figure, "every stage, ≤ 600 s", False if failed else (dag_s or 1e9) <= 600
 
 
