@@ -7,6 +7,9 @@ samples the GPU's used memory (NVML) every 0.2 s, and afterwards reads each stag
 it processed. Per stage: wall seconds, peak GPU memory (GiB, whole card), tokens and tokens/s where the stage reports
 tokens. A stage DVC skipped (cached) is listed as skipped. Outside a git repository (a bare copy on a GPU box) it
 first makes one, because `dvc exp` needs git.
+
+A run longer than one call goes on in the next with `--continue` (same box): each call keeps its result and DVC's
+lock file in `.rehearsal/`, and the next puts the lock back before DVC starts.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +29,7 @@ import click
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+STATE_DIR = ROOT / ".rehearsal"  # the last call's result and dvc.lock, for --continue
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 SKIP_LINE = re.compile(r"Stage '([^']+)' (?:didn't change, skipping|is cached - skipping run)")
@@ -86,8 +91,8 @@ def stage_pids(group: int) -> list[int]:
 
 
 def carry_over(earlier: dict, current: dict) -> dict:
-    """Stages this call skipped (restored from the run cache) keep the earlier call's finished measurement, in DAG
-    order: the earlier call's stages first, then this call's new ones."""
+    """Stages this call skipped (unchanged since the earlier call) keep the earlier call's finished measurement, in
+    DAG order: the earlier call's stages first, then this call's new ones."""
     merged = {}
     for name, stage in earlier.items():
         if stage.get("finished") and current.get(name, {"skipped": True}).get("skipped"):
@@ -96,6 +101,32 @@ def carry_over(earlier: dict, current: dict) -> dict:
         if name not in merged:
             merged[name] = stage
     return merged
+
+
+def save_state(result: dict) -> None:
+    """Keep this call's result and DVC's lock file in STATE_DIR (git-ignored, so it stays on the box between calls)."""
+    from ftllm.io import write_json
+
+    STATE_DIR.mkdir(exist_ok=True)
+    if (ROOT / "dvc.lock").exists():
+        shutil.copyfile(ROOT / "dvc.lock", STATE_DIR / "dvc.lock.tmp")
+        os.replace(STATE_DIR / "dvc.lock.tmp", STATE_DIR / "dvc.lock")
+    write_json(STATE_DIR / "result.json", result)
+
+
+def resume_state() -> dict:
+    """The last call's result, with its dvc.lock put back.
+
+    Each call sends the tracked files again, dvc.lock among them, so the box's lock no longer names the stages the
+    last call finished. DVC's run cache cannot stand in for it: it skips stages with persistent outputs (cpt, sft and
+    rl keep their checkpoints), so without the lock they would run again.
+    """
+    saved = STATE_DIR / "result.json"
+    if not saved.exists():
+        raise click.UsageError(f"--continue: no earlier call's state in {STATE_DIR} (a fresh box starts without it)")
+    if (STATE_DIR / "dvc.lock").exists():
+        shutil.copyfile(STATE_DIR / "dvc.lock", ROOT / "dvc.lock")
+    return json.loads(saved.read_text(encoding="utf-8"))
 
 
 def ensure_git() -> None:
@@ -112,12 +143,13 @@ def ensure_git() -> None:
 @click.option("--log", type=click.Path(path_type=Path), default=None, help="copy of DVC's output, written as it comes")
 @click.option("--deadline-s", type=float, default=None,
               help="stop the whole run (every descendant) after this many seconds and still write the result")
-@click.option("--continue-from", "previous", type=click.Path(exists=True, path_type=Path), default=None,
-              help="result of an earlier call on the same box that stopped at its deadline: stages this call "
-                   "restores from DVC's run cache keep that call's measurements (marked measured_in: previous call)")
-def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, previous: Path | None) -> None:
+@click.option("--continue", "resume", is_flag=True,
+              help="go on from the last call on this box that stopped at its deadline: its stages stay done and "
+                   "keep that call's measurements (marked measured_in: previous call)")
+def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, resume: bool) -> None:
     from ftllm.provenance import provenance
 
+    earlier = resume_state() if resume else None
     ensure_git()
     sampler = MemorySampler()
     sampler.start()
@@ -178,7 +210,6 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, pr
                         "tokens_per_s": round(tokens / wall, 1) if tokens else None}
     for name in skipped:
         stages.setdefault(name, {"skipped": True})
-    earlier = json.loads(previous.read_text(encoding="utf-8")) if previous else None
     if earlier:
         stages = carry_over(earlier["stages"], stages)
     result = {"benchmark": "rehearsal", "profile": profile, "exit_code": code, "total_s": round(end - start, 1),
@@ -195,6 +226,7 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, pr
         result["vllm"] = None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    save_state(result)
     click.echo(json.dumps({k: v for k, v in result.items() if k != "stages"}))
     for name, s in stages.items():
         click.echo(f"{name:20s} {s}")
