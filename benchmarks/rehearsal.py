@@ -5,8 +5,9 @@
 It runs `dvc exp run -S profile=<profile>` exactly as a team would, timestamps each "Running stage" line DVC prints,
 samples the GPU's used memory (NVML) every 0.2 s, and afterwards reads each stage's own metrics file for the tokens
 it processed. Per stage: wall seconds, peak GPU memory (GiB, whole card), tokens and tokens/s where the stage reports
-tokens. A stage DVC skipped (cached) is listed as skipped. Outside a git repository (a bare copy on a GPU box) it
-first makes one, because `dvc exp` needs git.
+tokens, and for each vLLM engine it started, how long the engine took to come up against how long it served. A stage
+DVC skipped (cached) is listed as skipped. Outside a git repository (a bare copy on a GPU box) it first makes one,
+because `dvc exp` needs git.
 
 A run longer than one call goes on in the next with `--continue` (same box): each call keeps its result and DVC's
 lock file in `.rehearsal/`, and the next puts the lock back before DVC starts.
@@ -33,6 +34,13 @@ STATE_DIR = ROOT / ".rehearsal"  # the last call's result and dvc.lock, for --co
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 SKIP_LINE = re.compile(r"Stage '([^']+)' (?:didn't change, skipping|is cached - skipping run)")
+# the lines vLLM (0.26 on GPU, 0.32 on CPU) logs as an engine comes up and goes away, in order
+ENGINE_LINES = {
+    "args": re.compile(r"non-default args:"),  # LLM(...) was called: the stage has imported vLLM
+    "process": re.compile(r"Initializing a V1 LLM engine"),  # the engine core is up (a spawned process by default)
+    "ready": re.compile(r"init engine \(profile, create kv cache, warmup model\) took"),
+    "shutdown": re.compile(r"\[shutdown\]"),
+}
 
 
 class MemorySampler(threading.Thread):
@@ -88,6 +96,38 @@ def stage_pids(group: int) -> list[int]:
         if any(part.startswith(b"stages/") and part.endswith(b".py") for part in cmdline):
             pids.append(int(entry.name))
     return pids
+
+
+def engine_phases(events: list[tuple[float, str]], begin: float, finish: float) -> dict | None:
+    """Where a stage's time went around its vLLM engines, from the times ENGINE_LINES appeared (seconds).
+
+    Per engine: `before_s` from the stage's start (or the last engine's shutdown) to LLM(...), `process_s` until the
+    engine core logs, `init_s` until it is ready (compile, graphs, warm-up), and `serving_s` from ready to shutdown
+    (or the stage's end): the only part that generates. None for a stage without an engine.
+    """
+    engines, current, since = [], None, begin
+    for t, kind in sorted(e for e in events if begin <= e[0] <= finish):
+        if kind == "args":
+            current = {"args": t}
+            engines.append(current)
+        elif current is not None and kind not in current:
+            current[kind] = t
+            if kind == "shutdown":
+                current = None
+    if not engines:
+        return None
+    rows = []
+    for engine in engines:
+        ready = engine.get("ready")
+        row = {"before_s": engine["args"] - since,
+               "process_s": engine["process"] - engine["args"] if "process" in engine else None,
+               "init_s": ready - engine.get("process", engine["args"]) if ready else None,
+               "serving_s": engine.get("shutdown", finish) - ready if ready else None}
+        rows.append({k: None if v is None else round(v, 1) for k, v in row.items()})
+        since = engine.get("shutdown", finish)
+    startup = sum(r["before_s"] + (r["process_s"] or 0) + (r["init_s"] or 0) for r in rows)
+    return {"engines": rows, "startup_s": round(startup, 1),
+            "serving_s": round(sum(r["serving_s"] or 0 for r in rows), 1)}
 
 
 def carry_over(earlier: dict, current: dict) -> dict:
@@ -156,6 +196,7 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
     start = time.monotonic()
     marks: list[tuple[str, float]] = []
     skipped: list[str] = []
+    engine_events: list[tuple[float, str]] = []
     # its own process group, so a deadline reaches DVC, the stage and the stage's vLLM workers alike
     proc = subprocess.Popen(["dvc", "exp", "run", "-S", f"profile={profile}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
@@ -185,6 +226,9 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
                 marks.append((m.group(1), time.monotonic()))
             elif m := SKIP_LINE.search(line):
                 skipped.append(m.group(1))
+            else:
+                engine_events += [(time.monotonic(), kind) for kind, pattern in ENGINE_LINES.items()
+                                  if pattern.search(line)]
         code = proc.wait()
     except KeyboardInterrupt:
         stop()
@@ -208,6 +252,8 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
                         "peak_gpu_mem_gib": sampler.peak(begin, finish),
                         "tokens": tokens, "tokens_field": field,
                         "tokens_per_s": round(tokens / wall, 1) if tokens else None}
+        if phases := engine_phases(engine_events, begin, finish):
+            stages[name]["vllm"] = phases
     for name in skipped:
         stages.setdefault(name, {"skipped": True})
     if earlier:

@@ -130,6 +130,10 @@ def rehearsal(d: dict):
     figure = f"stages {_num(dag_s, '.0f')} s on vLLM {d.get('vllm')}: " + ", ".join(ran)
     if d.get("previous_calls"):
         figure += f" (over {len(d['previous_calls']) + 1} calls on one box)"
+    engines = [s["vllm"] for s in stages.values() if s.get("vllm")]
+    if engines:
+        figure += (f"; vLLM engines {sum(e['startup_s'] for e in engines):.0f} s starting, "
+                   f"{sum(e['serving_s'] for e in engines):.0f} s serving")
     if failed:
         figure += f"; stopped at {failed}" + (" (deadline)" if cut != "failed" else "")
     return figure, "every stage, ≤ 600 s", False if failed else (dag_s or 1e9) <= 600

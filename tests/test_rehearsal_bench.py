@@ -46,3 +46,38 @@ def test_continue_puts_back_the_lock_the_last_call_wrote(tmp_path, monkeypatch):
     earlier = rehearsal.resume_state()
     assert earlier["stages"]["cpt"]["finished"]
     assert (tmp_path / "dvc.lock").read_text() == "stages: {cpt: finished-on-the-box}\n"
+
+
+def test_engine_phases_split_start_up_from_serving_per_engine():
+    lines = [  # as vLLM 0.26 printed them in the H200 rehearsal, one engine after another, the second cut off
+        (10.0, "INFO 12-03 06:46:34 [api_utils.py:273] non-default args: {'dtype': 'bfloat16'}"),
+        (30.0, "(EngineCore pid=1576) INFO 12-03 06:46:54 [core.py:116] Initializing a V1 LLM engine (v0.26.0)"),
+        (65.0, "(EngineCore pid=1576) INFO 12-03 06:47:29 [core.py:340] init engine (profile, create kv cache, "
+               "warmup model) took 30.79 s (compilation: 4.23 s)"),
+        (83.0, "INFO 12-03 06:47:47 [core_client.py:655] [shutdown] MPClient: start timeout=default"),
+        (84.0, "INFO 12-03 06:47:51 [core_client.py:662] [shutdown] MPClient: complete"),
+        (90.0, "INFO 12-03 06:50:51 [api_utils.py:273] non-default args: {'seed': 42}"),
+        (99.0, "(EngineCore pid=2569) INFO 12-03 06:51:09 [core.py:116] Initializing a V1 LLM engine (v0.26.0)"),
+    ]
+    events = [(t, kind) for t, line in lines for kind, pattern in rehearsal.ENGINE_LINES.items()
+              if pattern.search(line)]  # fmt: skip
+    assert [kind for _, kind in events] == ["args", "process", "ready", "shutdown", "shutdown", "args", "process"]
+    phases = rehearsal.engine_phases(events + [(500.0, "args")], begin=0.0, finish=120.0)  # a later stage's engine
+    assert phases["engines"] == [
+        {"before_s": 10.0, "process_s": 20.0, "init_s": 35.0, "serving_s": 18.0},
+        {"before_s": 7.0, "process_s": 9.0, "init_s": None, "serving_s": None},  # never ready: all start-up
+    ]
+    assert phases["startup_s"] == 10 + 20 + 35 + 7 + 9 and phases["serving_s"] == 18.0
+    assert rehearsal.engine_phases(events, begin=200.0, finish=300.0) is None  # a stage without an engine
+
+
+def test_benchmarks_table_tells_a_deadline_from_a_failure_and_sums_engine_start_up():
+    import summarize
+
+    stages = {"judge": {"wall_s": 105.0, "finished": True, "vllm": {"startup_s": 83.5, "serving_s": 18.0}},
+              "rl": {"wall_s": 41.0, "finished": False, "vllm": {"startup_s": 41.0, "serving_s": 0.0}}}  # fmt: skip
+    figure, _, met = summarize.rehearsal({"stages": stages, "exit_code": "deadline of 535 s reached", "dag_s": 105.0})
+    assert "rl 41 s (cut by the deadline)" in figure and figure.endswith("stopped at rl (deadline)")
+    assert "vLLM engines 124 s starting, 18 s serving" in figure and met is False
+    figure, _, _ = summarize.rehearsal({"stages": stages, "exit_code": 1})
+    assert "rl 41 s (failed)" in figure and figure.endswith("stopped at rl")
