@@ -158,9 +158,9 @@ def resume_state() -> dict:
     """The last call's result, with its dvc.lock put back.
 
     Each call sends the working tree again, and of what a call left on the box only git-ignored files survive that.
-    dvc.lock is not ignored (a team commits it), so the lock the last call wrote is gone. DVC's run cache cannot stand
-    in for it: it skips stages with persistent outputs (cpt, sft and rl keep their checkpoints), so without the lock
-    they would run again.
+    dvc.lock is not ignored (it is meant to be committed), so the lock the last call wrote is gone. DVC's run cache
+    cannot stand in for it: it skips stages with persistent outputs (cpt, sft and rl keep their checkpoints), so
+    without the lock they would run again.
     """
     saved = STATE_DIR / "result.json"
     if not saved.exists():
