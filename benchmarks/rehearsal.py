@@ -145,12 +145,11 @@ def carry_over(earlier: dict, current: dict) -> dict:
 
 def save_state(result: dict) -> None:
     """Keep this call's result and DVC's lock file in STATE_DIR (git-ignored, so it stays on the box between calls)."""
-    from ftllm.io import write_json
+    from ftllm.io import atomic_path, write_json
 
-    STATE_DIR.mkdir(exist_ok=True)
     if (ROOT / "dvc.lock").exists():
-        shutil.copyfile(ROOT / "dvc.lock", STATE_DIR / "dvc.lock.tmp")
-        os.replace(STATE_DIR / "dvc.lock.tmp", STATE_DIR / "dvc.lock")
+        with atomic_path(STATE_DIR / "dvc.lock") as tmp:
+            shutil.copyfile(ROOT / "dvc.lock", tmp)
     write_json(STATE_DIR / "result.json", result)
 
 

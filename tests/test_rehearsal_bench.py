@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import rehearsal  # noqa: E402
+import summarize  # noqa: E402
 
 
 def test_dvc_lines_mark_running_and_skipped_stages():
@@ -72,8 +73,6 @@ def test_engine_phases_split_start_up_from_serving_per_engine():
 
 
 def test_benchmarks_table_tells_a_deadline_from_a_failure_and_sums_engine_start_up():
-    import summarize
-
     stages = {"judge": {"wall_s": 105.0, "finished": True, "vllm": {"startup_s": 83.5, "serving_s": 18.0}},
               "rl": {"wall_s": 41.0, "finished": False, "vllm": {"startup_s": 41.0, "serving_s": 0.0}}}  # fmt: skip
     figure, _, met = summarize.rehearsal({"stages": stages, "exit_code": "deadline of 535 s reached", "dag_s": 105.0})
