@@ -170,8 +170,24 @@ def resume_state() -> dict:
 
 
 def ensure_git() -> None:
-    if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=ROOT, capture_output=True).returncode == 0:
+    """A git repository for `dvc exp`: the checkout's own, or one made here from the tree as it is now.
+
+    A repository made here by an earlier call is made again: the tree was sent anew since, and a call stopped at its
+    deadline kills `dvc exp run` mid-way, leaving the index half stashed ("Stash apply resulted in merge conflicts"
+    on the H200) and DVC's lock files held by a process that is gone.
+    """
+    made_here = STATE_DIR / "git-made-here"
+    if made_here.exists():
+        for stale in (ROOT / ".git", ROOT / ".dvc" / "tmp" / "exps", ROOT / ".dvc" / "tmp" / "rwlock",
+                      ROOT / ".dvc" / "tmp" / "lock"):  # fmt: skip
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
+    elif subprocess.run(["git", "rev-parse", "--git-dir"], cwd=ROOT, capture_output=True).returncode == 0:
         return
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    made_here.touch()
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=rehearsal", "-c", "user.email=r@localhost", "commit", "-qm", "rehearsal"]):
         subprocess.run(cmd, cwd=ROOT, check=True)

@@ -49,6 +49,42 @@ def test_continue_puts_back_the_lock_the_last_call_wrote(tmp_path, monkeypatch):
     assert (tmp_path / "dvc.lock").read_text() == "stages: {cpt: finished-on-the-box}\n"
 
 
+def test_a_repository_made_for_an_earlier_call_is_made_again_from_the_tree(tmp_path, monkeypatch):
+    """On the H200 a call stopped at its deadline killed `dvc exp run` mid-stash; the next call's `dvc exp run` then
+    failed at once on the half-stashed index. A repository this script made is rebuilt from the tree each call;
+    a checkout's own repository is never touched."""
+    import subprocess
+
+    monkeypatch.setattr(rehearsal, "ROOT", tmp_path)
+    monkeypatch.setattr(rehearsal, "STATE_DIR", tmp_path / ".rehearsal")
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+    (tmp_path / "params.yaml").write_text("profile: demo\n")
+    rehearsal.ensure_git()  # a bare copy: a repository is made
+    assert git("log", "--format=%s") == "rehearsal\n"
+    (tmp_path / "params.yaml").write_text("profile: rehearsal\n")
+    git("add", "params.yaml")  # what the killed run left behind: a staged change, and DVC's locks
+    (tmp_path / ".dvc" / "tmp" / "exps").mkdir(parents=True)
+    (tmp_path / ".dvc" / "tmp" / "rwlock").write_text("{}")
+    rehearsal.ensure_git()
+    assert git("status", "--porcelain") == ""  # the tree as it is now, committed, nothing staged
+    assert git("show", "HEAD:params.yaml") == "profile: rehearsal\n"
+    assert not (tmp_path / ".dvc" / "tmp" / "rwlock").exists() and not (tmp_path / ".dvc" / "tmp" / "exps").exists()
+
+    own = tmp_path / "checkout"  # a developer's checkout keeps its history and its staged work
+    own.mkdir()
+    monkeypatch.setattr(rehearsal, "ROOT", own)
+    monkeypatch.setattr(rehearsal, "STATE_DIR", own / ".rehearsal")
+    subprocess.run(["git", "init", "-q"], cwd=own, check=True)
+    (own / "work.txt").write_text("mine\n")
+    subprocess.run(["git", "add", "work.txt"], cwd=own, check=True)
+    rehearsal.ensure_git()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=own, capture_output=True, text=True).stdout
+    assert status == "A  work.txt\n"
+
+
 def test_engine_phases_split_start_up_from_serving_per_engine():
     lines = [  # as vLLM 0.26 printed them in the H200 rehearsal, one engine after another, the second cut off
         (10.0, "INFO 12-03 06:46:34 [api_utils.py:273] non-default args: {'dtype': 'bfloat16'}"),

@@ -176,7 +176,7 @@ def test_train_rl_async_without_url_serves_on_this_gpu(tiny_model, tmp_path, mon
             events.append(("stopped",))
 
     class FakeTrainer:
-        def __init__(self, model, reward_funcs, args, train_dataset, callbacks, weight_transfer):
+        def __init__(self, model, reward_funcs, args, train_dataset, callbacks, weight_transfer, processing_class):
             events.append(("trainer", args.vllm_server_base_url, type(weight_transfer).__name__))
 
         def train(self, resume_from_checkpoint=None):
@@ -282,7 +282,7 @@ def test_train_rl_async_with_url_uses_trl_nccl_transfer_and_the_local_attention(
             raise AssertionError("no server may be started when rl.vllm_server_base_url is set")
 
     class FakeTrainer:
-        def __init__(self, model, reward_funcs, args, train_dataset, callbacks, weight_transfer):
+        def __init__(self, model, reward_funcs, args, train_dataset, callbacks, weight_transfer, processing_class):
             events.append(("trainer", args.vllm_server_base_url, weight_transfer, args.max_staleness))
 
         def train(self, resume_from_checkpoint=None):
@@ -312,3 +312,38 @@ def test_last_error_line_names_the_workers_error_not_the_launchers_summary():
         """)
     assert last_error_line(log) == "InputError: data.parquet: 1 prompt, fewer than one step's 2"
     assert last_error_line("all fine\n") == "no error line in its log"
+
+
+def test_rollout_worker_starts_and_reads_turns_with_a_chat_template_trl_does_not_know(tiny_model):
+    """TRL's async rollout worker stopped at start-up on an H200 because TRL had no response template for
+    SmolLM2's chat template; the tiny model's ChatML-like template is unknown to TRL as well. With
+    `with_response_parser` the worker's own constructor runs, and a generated turn reads back as its text."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import add_response_schema, parse_response
+    from trl.experimental.async_grpo.async_rollout_worker import _AsyncRolloutLoop
+
+    from ftllm.train.rl_async import with_response_parser
+
+    with pytest.raises(ValueError, match="Unrecognized chat template"):
+        add_response_schema(AutoTokenizer.from_pretrained(tiny_model))
+    tokenizer = with_response_parser(AutoTokenizer.from_pretrained(tiny_model))
+    tokenizer = pickle.loads(pickle.dumps(tokenizer))  # the worker is a spawned child: the template must travel
+    loop = _AsyncRolloutLoop(
+        model_name=str(tiny_model), dataset=Dataset.from_list([{"prompt": [{"role": "user", "content": "1+1="}]}]),
+        reward_funcs=[lambda completions, **_: [0.0] * len(completions)], processing_class=tokenizer,
+        eos_token_ids=[tokenizer.eos_token_id], rollout_buffer=None,
+        model_version_value=None, heartbeat_value=None, failed_event=None, exception_info_queue=None,
+        metrics_queue=None,
+    )  # fmt: skip
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "1+1="}], add_generation_prompt=True,
+                                           return_dict=False)  # fmt: skip
+    text = "so 1+1 is \\boxed{2}"
+    turn = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for ids in (turn + [tokenizer.eos_token_id], turn):  # ended by EOS, or cut at the length limit
+        assert tokenizer.parse_response(ids, prefix=prompt) == {"role": "assistant", "content": text}
+        assert parse_response(loop.tokenizer, ids, prefix=prompt) == {"role": "assistant", "content": text}
+
+    known = AutoTokenizer.from_pretrained(tiny_model)
+    known.response_template = {"defaults": {"role": "assistant"}, "start_anchor": "x", "fields": {"content": {}}}
+    assert with_response_parser(known).response_template["start_anchor"] == "x"  # a template it has is kept

@@ -421,12 +421,16 @@ def _build_trainer(config: RLConfig, model_dir, examples, args, telemetry, callb
     funcs, _ = select_rewards(config.rewards)
     dataset = Dataset.from_list(examples)
     if config.mode == "async":
+        from transformers import AutoTokenizer
         from trl.experimental.async_grpo import AsyncGRPOTrainer
+
+        from ftllm.train.rl_async import with_response_parser
 
         # the async trainer loads the model itself (FSDP2) and names it to the vLLM server by path
         return AsyncGRPOTrainer(
             model=str(model_dir), reward_funcs=funcs, args=args, train_dataset=dataset, callbacks=callbacks,
             weight_transfer=weight_transfer,
+            processing_class=with_response_parser(AutoTokenizer.from_pretrained(model_dir)),
         )  # fmt: skip
     model, tokenizer = load_model(model_dir, dtype=config.dtype)
     trainer = make_trainer_class()(

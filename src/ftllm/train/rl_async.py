@@ -96,6 +96,44 @@ def use_local_tree_attention() -> str:
 
 
 # ---------------------------------------------------------------------------
+# Reading the model's turns back
+
+
+def plain_response_template(tokenizer) -> dict:
+    """A transformers `response_template` that reads everything the model wrote, up to EOS, as the content.
+
+    The prompt ends at the generation prompt, so the assistant message starts where the output does:
+    the start anchor matches only at the end of the prompt, and no prefill is parsed.
+    """
+    eos = re.escape(tokenizer.eos_token) if tokenizer.eos_token else None
+    return {
+        "defaults": {"role": "assistant"},
+        "start_anchor_pattern": r"\Z",
+        "fields": {"content": {"close_pattern": rf"{eos}\s*|$" if eos else "$", "content": "text"}},
+    }
+
+
+def with_response_parser(tokenizer):
+    """The tokenizer, able to parse a turn back into a message, as TRL's async rollout worker requires.
+
+    The worker re-reads each generated turn with `tokenizer.parse_response` (for tool calls) and, on
+    a tokenizer without a response template, asks TRL for one. TRL ships templates for a few model
+    families only and raises for any other chat template (SmolLM2's and llm-jp's among them: it
+    stopped the worker at start-up on an H200). Our RL makes no tool calls, so such a tokenizer
+    gets a template that reads the whole turn as text.
+    """
+    from trl.chat_template_utils import add_response_schema
+
+    if getattr(tokenizer, "response_template", None) is not None or getattr(tokenizer, "response_schema", None):
+        return tokenizer
+    try:
+        return add_response_schema(tokenizer)
+    except ValueError:
+        tokenizer.response_template = plain_response_template(tokenizer)
+        return tokenizer
+
+
+# ---------------------------------------------------------------------------
 # Weights to the server through CUDA IPC
 
 
