@@ -10,6 +10,7 @@ prefills each prompt once and forks the n samples) and votes them all with one p
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ from ftllm.engine.base import PROMPT_TOO_LONG
 from ftllm.infer.strategies import STRATEGIES
 from ftllm.infer.strategies.base import EMPTY_OUTPUT, StrategyResult, break_ties, build_conversation, request_seeds
 from ftllm.io import ID_TYPES, strip_controls
+
+log = logging.getLogger(__name__)
 
 
 def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
@@ -47,14 +50,21 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
                         config.overlap_workers) as voter:
         samples = engine.generate_ids(prompts, config.sampling, on_finished=vote_early,
                                       seeds=request_seeds(config, rows))
-        seconds = (time.monotonic() - start) / max(1, len(rows))
+        generated = time.monotonic()
+        seconds = (generated - start) / max(1, len(rows))
         ballots = [Ballot([c.text for c in cs], [c.cumulative_logprob for c in cs], m)
                    for cs, m in zip(samples, methods)]
         votes = vote_many(
             ballots, workers=config.parse_workers, timeout_s=config.parse_timeout_s,
             cluster_timeout_s=config.vote_timeout_s, progress=True, parsed=voter.parsed(), clustered=voter.votes(),
         )
+        voted = time.monotonic()
+    closed = time.monotonic()  # the voter process and its pool have exited
     votes = break_ties(engine, lambda k, i: prompts[k], samples, votes)
+    # where a predict's time goes past vLLM: on the H200 rehearsal 76 s passed between generation's end and the
+    # tie-break scoring for one model, 12 s for another, with nothing in the log to say which part
+    log.info("sc: generated in %.1f s; then voting %.1f s, closing the voter %.1f s, tie-break scoring %.1f s",
+             generated - start, voted - generated, closed - voted, time.monotonic() - closed)
     return [
         StrategyResult(v.output or EMPTY_OUTPUT, list(cs), sum(c.num_tokens for c in cs), seconds, {"vote": v})
         for cs, v in zip(samples, votes)
