@@ -3,11 +3,11 @@
     python benchmarks/rehearsal.py --profile rehearsal --out benchmarks/results/rehearsal_h200.json
 
 It runs `dvc exp run -S profile=<profile>` exactly as a team would, timestamps each "Running stage" line DVC prints,
-samples the GPU's used memory (NVML) every 0.2 s, and afterwards reads each stage's own metrics file for the tokens
-it processed. Per stage: wall seconds, peak GPU memory (GiB, whole card), tokens and tokens/s where the stage reports
-tokens, and for each vLLM engine it started, how long the engine took to come up against how long it served. A stage
-DVC skipped (cached) is listed as skipped. Outside a git repository (a bare copy on a GPU box) it first makes one,
-because `dvc exp` needs git.
+samples the GPU's used memory (NVML) every 0.2 s, and afterwards reads each stage's own metrics file. Per stage: wall
+seconds, peak GPU memory (GiB, whole card), tokens and tokens/s where the stage reports tokens, for each vLLM engine
+it started how long the engine took to come up against how long it served, and a finished stage's whole metrics
+file (a lent box sends back only so many files). A stage DVC skipped (cached) is listed as skipped. Outside a git
+repository (a bare copy on a GPU box) it first makes one, because `dvc exp` needs git.
 
 A run longer than one call goes on in the next with `--continue` (same box): each call keeps its result and DVC's
 lock file in `.rehearsal/`, and the next puts the lock back before DVC starts.
@@ -68,14 +68,19 @@ class MemorySampler(threading.Thread):
         return round(max(values), 2) if values else None
 
 
-def stage_tokens(name: str) -> tuple[int | None, str | None]:
-    """Tokens a stage processed, from its own metrics file (None where it reports none)."""
+def stage_metrics(name: str) -> dict:
+    """The stage's own metrics file ({} where it wrote none)."""
     key = name.split("@")[0]
     suffix = name.split("@")[1] if "@" in name else None
     path = ROOT / "metrics" / (f"{key}-{suffix}.json" if suffix else f"{key}.json")
-    if not path.exists():
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def stage_tokens(name: str) -> tuple[int | None, str | None]:
+    """Tokens a stage processed, from its own metrics file (None where it reports none)."""
+    metrics = stage_metrics(name)
+    if not metrics:
         return None, None
-    metrics = json.loads(path.read_text())
     for field in ("tokens_generated", "tokens", "tokens_seen", "train_tokens", "tokens_trained", "generated_tokens",
                   "num_tokens"):
         if isinstance(metrics.get(field), (int, float)):
@@ -270,6 +275,9 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
                         "tokens_per_s": round(tokens / wall, 1) if tokens else None}
         if phases := engine_phases(engine_events, begin, finish):
             stages[name]["vllm"] = phases
+        # the finished stage's metrics go in the result itself: a lent box sends back only so many files
+        if stages[name]["finished"] and (metrics := stage_metrics(name)):
+            stages[name]["metrics"] = metrics
     for name in skipped:
         stages.setdefault(name, {"skipped": True})
     if earlier:

@@ -85,6 +85,17 @@ def test_a_repository_made_for_an_earlier_call_is_made_again_from_the_tree(tmp_p
     assert status == "A  work.txt\n"
 
 
+def test_a_stage_reads_its_own_metrics_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(rehearsal, "ROOT", tmp_path)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "predict-final.json").write_text('{"tokens": 250389, "phases_s": {"generate": 19.1}}')
+    (tmp_path / "metrics" / "cpt.json").write_text('{"tokens_seen": 40960}')
+    assert rehearsal.stage_metrics("predict@final")["phases_s"] == {"generate": 19.1}
+    assert rehearsal.stage_tokens("predict@final") == (250389, "tokens")
+    assert rehearsal.stage_tokens("cpt") == (40960, "tokens_seen")
+    assert rehearsal.stage_metrics("predict@base") == {} and rehearsal.stage_tokens("upscale") == (None, None)
+
+
 def test_engine_phases_split_start_up_from_serving_per_engine():
     lines = [  # as vLLM 0.26 printed them in the H200 rehearsal, one engine after another, the second cut off
         (10.0, "INFO 12-03 06:46:34 [api_utils.py:273] non-default args: {'dtype': 'bfloat16'}"),

@@ -61,6 +61,10 @@ def test_predict_on_tiny_model(tmp_path, tiny_model):
     assert not Path(str(out) + ".tmp").exists()
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["problems"] == 2 and metrics["samples"] == 4
+    # where the time went after generation, as a rehearsal reads it from the metrics
+    phases = metrics["phases_s"]
+    assert set(phases) == {"generate", "vote_after_generation", "close_voter", "tie_break"}
+    assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= metrics["seconds"]
 
 
 @pytest.mark.slow

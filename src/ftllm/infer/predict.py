@@ -63,10 +63,14 @@ def run_sc(engine, rows: list[dict], config) -> list[StrategyResult]:
     votes = break_ties(engine, lambda k, i: prompts[k], samples, votes)
     # where a predict's time goes past vLLM: on the H200 rehearsal 76 s passed between generation's end and the
     # tie-break scoring for one model, 12 s for another, with nothing in the log to say which part
+    phases = {"generate": generated - start, "vote_after_generation": voted - generated,
+              "close_voter": closed - voted, "tie_break": time.monotonic() - closed}
+    phases = {k: round(v, 2) for k, v in phases.items()}
     log.info("sc: generated in %.1f s; then voting %.1f s, closing the voter %.1f s, tie-break scoring %.1f s",
-             generated - start, voted - generated, closed - voted, time.monotonic() - closed)
+             *phases.values())
     return [
-        StrategyResult(v.output or EMPTY_OUTPUT, list(cs), sum(c.num_tokens for c in cs), seconds, {"vote": v})
+        StrategyResult(v.output or EMPTY_OUTPUT, list(cs), sum(c.num_tokens for c in cs), seconds,
+                       {"vote": v, "phases_s": phases})
         for cs, v in zip(samples, votes)
     ]
 
@@ -152,7 +156,9 @@ def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
             write_jsonl(tmp / "predictions.jsonl", predictions)
             write_parquet(tmp / "samples.parquet", sample_records(rows, results, votes))
     samples = sum(len(r.samples) for r in results)
+    phases = next((r.info["phases_s"] for r in results if "phases_s" in r.info), None)  # the whole run's, once
     return {
+        **({"phases_s": phases} if phases else {}),
         "problems": len(rows),
         "samples": samples,
         "tokens": sum(r.tokens for r in results),
