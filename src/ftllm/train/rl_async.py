@@ -118,9 +118,9 @@ def with_response_parser(tokenizer):
 
     The worker re-reads each generated turn with `tokenizer.parse_response` (for tool calls) and, on
     a tokenizer without a response template, asks TRL for one. TRL ships templates for a few model
-    families only and raises for any other chat template (SmolLM2's and llm-jp's among them: it
-    stopped the worker at start-up on an H200). Our RL makes no tool calls, so such a tokenizer
-    gets a template that reads the whole turn as text.
+    families only and raises for any other chat template (SmolLM2's among them: it stopped the
+    worker at start-up on an H200). Our RL makes no tool calls, so such a tokenizer gets a template
+    that reads the whole turn as text.
     """
     from trl.chat_template_utils import add_response_schema
 
