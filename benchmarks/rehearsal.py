@@ -76,11 +76,8 @@ def stage_metrics(name: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def stage_tokens(name: str) -> tuple[int | None, str | None]:
-    """Tokens a stage processed, from its own metrics file (None where it reports none)."""
-    metrics = stage_metrics(name)
-    if not metrics:
-        return None, None
+def stage_tokens(metrics: dict) -> tuple[int | None, str | None]:
+    """Tokens a stage processed, from its metrics (None where it reports none), and the field they came from."""
     for field in ("tokens_generated", "tokens", "tokens_seen", "train_tokens", "tokens_trained", "generated_tokens",
                   "num_tokens"):
         if isinstance(metrics.get(field), (int, float)):
@@ -267,7 +264,8 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
     stages = {}
     for i, (name, begin) in enumerate(marks):
         finish = marks[i + 1][1] if i + 1 < len(marks) else end
-        tokens, field = stage_tokens(name)
+        metrics = stage_metrics(name)
+        tokens, field = stage_tokens(metrics)
         wall = finish - begin
         stages[name] = {"wall_s": round(wall, 1), "finished": i + 1 < len(marks) or code == 0,
                         "peak_gpu_mem_gib": sampler.peak(begin, finish),
@@ -276,7 +274,7 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
         if phases := engine_phases(engine_events, begin, finish):
             stages[name]["vllm"] = phases
         # the finished stage's metrics go in the result itself: a lent box sends back only so many files
-        if stages[name]["finished"] and (metrics := stage_metrics(name)):
+        if stages[name]["finished"] and metrics:
             stages[name]["metrics"] = metrics
     for name in skipped:
         stages.setdefault(name, {"skipped": True})

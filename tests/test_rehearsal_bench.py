@@ -91,9 +91,10 @@ def test_a_stage_reads_its_own_metrics_file(tmp_path, monkeypatch):
     (tmp_path / "metrics" / "predict-final.json").write_text('{"tokens": 250389, "phases_s": {"generate": 19.1}}')
     (tmp_path / "metrics" / "cpt.json").write_text('{"tokens_seen": 40960}')
     assert rehearsal.stage_metrics("predict@final")["phases_s"] == {"generate": 19.1}
-    assert rehearsal.stage_tokens("predict@final") == (250389, "tokens")
-    assert rehearsal.stage_tokens("cpt") == (40960, "tokens_seen")
-    assert rehearsal.stage_metrics("predict@base") == {} and rehearsal.stage_tokens("upscale") == (None, None)
+    assert rehearsal.stage_tokens(rehearsal.stage_metrics("predict@final")) == (250389, "tokens")
+    assert rehearsal.stage_tokens(rehearsal.stage_metrics("cpt")) == (40960, "tokens_seen")
+    assert rehearsal.stage_metrics("predict@base") == {}
+    assert rehearsal.stage_tokens(rehearsal.stage_metrics("upscale")) == (None, None)
 
 
 def test_engine_phases_split_start_up_from_serving_per_engine():
