@@ -58,8 +58,8 @@ def test_a_repository_made_for_an_earlier_call_is_made_again_from_the_tree(tmp_p
     monkeypatch.setattr(rehearsal, "ROOT", tmp_path)
     monkeypatch.setattr(rehearsal, "STATE_DIR", tmp_path / ".rehearsal")
 
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    def git(*args, cwd=tmp_path):
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
     (tmp_path / "params.yaml").write_text("profile: demo\n")
     rehearsal.ensure_git()  # a bare copy: a repository is made
@@ -77,12 +77,11 @@ def test_a_repository_made_for_an_earlier_call_is_made_again_from_the_tree(tmp_p
     own.mkdir()
     monkeypatch.setattr(rehearsal, "ROOT", own)
     monkeypatch.setattr(rehearsal, "STATE_DIR", own / ".rehearsal")
-    subprocess.run(["git", "init", "-q"], cwd=own, check=True)
+    git("init", "-q", cwd=own)
     (own / "work.txt").write_text("mine\n")
-    subprocess.run(["git", "add", "work.txt"], cwd=own, check=True)
+    git("add", "work.txt", cwd=own)
     rehearsal.ensure_git()
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=own, capture_output=True, text=True).stdout
-    assert status == "A  work.txt\n"
+    assert git("status", "--porcelain", cwd=own) == "A  work.txt\n"
 
 
 def test_a_stage_reads_its_own_metrics_file(tmp_path, monkeypatch):
