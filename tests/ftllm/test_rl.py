@@ -143,6 +143,35 @@ def test_measure_pass_rates_samples_k_times(tiny_model, judged):
     assert rates[0] == 0.0
 
 
+def test_pass_rate_filter_hands_its_engine_settings_to_the_engine(monkeypatch):
+    import ftllm.engine
+    from ftllm.engine.base import Completion
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, spec):
+            seen["spec"] = spec
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def chat(self, prompts, sampling, **_):
+            seen["sampling"] = sampling
+            return [[Completion(text=r"\boxed{3}", num_tokens=3)] * sampling.n for _ in prompts]
+
+    monkeypatch.setattr(ftllm.engine, "make_engine", Recorder)
+    spec = PassRateFilter(k=2, max_model_len=2048, max_new_tokens=64, enforce_eager=True)
+    rates = measure_pass_rates([{"prompt": [{"role": "user", "content": "1+2"}], "answer": "3"}], "models/x", spec, 7)
+    assert rates == [1.0]
+    engine = seen["spec"]
+    assert (engine.model, engine.max_model_len, engine.enforce_eager, engine.seed) == ("models/x", 2048, True, 7)
+    assert (seen["sampling"].n, seen["sampling"].max_new_tokens) == (2, 64)
+
+
 def _weights(path):
     import torch
     from safetensors.torch import load_file

@@ -80,6 +80,7 @@ class PassRateFilter:
     temperature: float = 1.0
     max_model_len: int = 4096
     batch_size: int = 8  # hf backend: prompts per forward pass
+    enforce_eager: bool = False  # vllm backend: skip torch.compile and CUDA graphs (start-up cost over speed)
 
     def __post_init__(self) -> None:
         if self.k < 0:
@@ -203,7 +204,7 @@ def measure_pass_rates(examples: list[dict], model_dir: str | Path, spec: PassRa
 
     engine_spec = EngineSpec(
         model=str(model_dir), backend=spec.backend, max_model_len=spec.max_model_len, seed=seed,
-        batch_size=spec.batch_size, dtype="auto",
+        batch_size=spec.batch_size, dtype="auto", enforce_eager=spec.enforce_eager,
     )  # fmt: skip
     sampling = SamplingSpec(n=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens, seed=seed)
     with make_engine(engine_spec) as engine:
