@@ -3,9 +3,13 @@ server, and the server process wrapper against a fake `vllm serve`."""
 from __future__ import annotations
 
 import base64
+import os
 import pickle
+import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +131,48 @@ def test_server_wrapper_waits_for_health_and_stops_its_process(tmp_path):
         assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
         process = server.process
     assert process.poll() is not None  # stopped on exit
+
+
+OWNER = """
+import sys, time
+from pathlib import Path
+from ftllm.train.rl_async import VllmServer
+
+server = VllmServer("model", 0.3, max_model_len=128, dtype="bfloat16", log_path=Path(sys.argv[1]),
+                    startup_timeout_s=30)
+server.command = [sys.executable, "-c", sys.argv[2], str(server.port)]
+server.__enter__()
+print(server.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_server_dies_with_the_process_that_started_it_even_under_sigkill(tmp_path):
+    pytest.importorskip("requests")
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "serve.log"), FAKE_SERVE],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    server_pid = None
+    try:
+        server_pid = int(owner.stdout.readline())
+        os.kill(server_pid, 0)  # serving, in a process group of its own
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(server_pid):
+            time.sleep(0.2)
+        assert not _alive(server_pid)
+    finally:
+        owner.kill()
+        if server_pid and _alive(server_pid):
+            os.kill(server_pid, 9)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_server_wrapper_reports_an_early_exit(tmp_path):

@@ -258,7 +258,8 @@ def last_error_line(log: str) -> str:
 
 
 class VllmServer:
-    """`vllm serve` in its own process group on this machine's GPU; a context manager that stops it."""
+    """`vllm serve` in its own process group on this machine's GPU; a context manager that stops it, and the
+    server goes with this process however it ends."""
 
     def __init__(self, model, gpu_memory_utilization: float, max_model_len: int | None, dtype: str, log_path: Path,
                  startup_timeout_s: float = 600.0, gpus: list[str] | None = None,
@@ -276,6 +277,11 @@ class VllmServer:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> VllmServer:
+        from ftllm.infer.pool import start_reaper
+
+        # its own process group escapes a kill of ours: without the reaper, a trainer killed by a deadline left the
+        # server and its engine holding 44 GiB of the card (H200, 2026-12-03), and the next stage could not start
+        start_reaper()
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}
         if self.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
