@@ -207,6 +207,9 @@ def ensure_git() -> None:
 def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, resume: bool) -> None:
     from ftllm.provenance import provenance
 
+    began = time.monotonic()  # the deadline counts from here: the checks below take seconds on a lent box
+    # once, before DVC starts: it imports torch to name the card, which would stall the reading of DVC's lines
+    made_by = provenance()
     earlier = resume_state() if resume else None
     ensure_git()
     sampler = MemorySampler()
@@ -230,7 +233,14 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 
-    timer = threading.Timer(deadline_s, stop) if deadline_s else None
+    def report(code) -> dict:
+        """The result so far, written at once: a call killed from outside still leaves every finished stage."""
+        result = build_result(profile, code, start, time.monotonic(), marks, skipped, engine_events, sampler, earlier,
+                              made_by)
+        write_result(out, result)
+        return result
+
+    timer = threading.Timer(max(0.0, deadline_s - (time.monotonic() - began)), stop) if deadline_s else None
     if timer:
         timer.start()
     log_file = log.open("w", encoding="utf-8") if log else None
@@ -242,6 +252,7 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
                 log_file.flush()
             if m := STAGE_LINE.search(line):
                 marks.append((m.group(1), time.monotonic()))
+                report("running")
             elif m := SKIP_LINE.search(line):
                 skipped.append(m.group(1))
             else:
@@ -259,8 +270,19 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
             log_file.close()
     if expired.is_set():
         code = f"deadline of {deadline_s:.0f} s reached"
-    end = time.monotonic()
     sampler.stopped.set()
+    result = report(code)
+    click.echo(json.dumps({k: v for k, v in result.items() if k != "stages"}))
+    for name, s in result["stages"].items():
+        click.echo(f"{name:20s} {s}")
+    if code != 0:
+        sys.exit(code if isinstance(code, int) else 1)
+
+
+def build_result(profile: str, code, start: float, end: float, marks: list[tuple[str, float]], skipped: list[str],
+                 engine_events: list[tuple[float, str]], sampler: MemorySampler, earlier: dict | None,
+                 made_by: dict) -> dict:
+    """Per-stage figures from the stage marks so far; a stage is finished once the next began (or DVC exited 0)."""
     stages = {}
     for i, (name, begin) in enumerate(marks):
         finish = marks[i + 1][1] if i + 1 < len(marks) else end
@@ -282,23 +304,28 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
         stages = carry_over(earlier["stages"], stages)
     result = {"benchmark": "rehearsal", "profile": profile, "exit_code": code, "total_s": round(end - start, 1),
               "dag_s": round(sum(s["wall_s"] for s in stages.values() if s.get("finished")), 1),
-              "stages": stages, **provenance()}
+              "stages": stages, **made_by, "vllm": installed_version("vllm")}
     if earlier:
         result["previous_calls"] = [*earlier.get("previous_calls", []),
                                     {k: earlier.get(k) for k in ("date", "command", "code", "exit_code", "total_s")}]
-    try:
-        import vllm
+    return result
 
-        result["vllm"] = vllm.__version__
-    except ImportError:
-        result["vllm"] = None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+
+def installed_version(package: str) -> str | None:
+    """From the package's metadata: importing vLLM to ask takes 10-15 s on a lent box, past a deadline's slack."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_result(out: Path, result: dict) -> None:
+    from ftllm.io import write_json
+
+    write_json(out, result)
     save_state(result)
-    click.echo(json.dumps({k: v for k, v in result.items() if k != "stages"}))
-    for name, s in stages.items():
-        click.echo(f"{name:20s} {s}")
-    sys.exit(code if isinstance(code, int) else 1)
 
 
 if __name__ == "__main__":

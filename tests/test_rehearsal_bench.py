@@ -1,6 +1,7 @@
 """benchmarks/rehearsal.py's bookkeeping: DVC's lines, and a run continued over two calls on one box."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -127,3 +128,45 @@ def test_benchmarks_table_tells_a_deadline_from_a_failure_and_sums_engine_start_
     assert "vLLM engines 124 s starting, 18 s serving" in figure and met is False
     figure, _, _ = summarize.rehearsal({"stages": stages, "exit_code": 1})
     assert "rl 41 s (failed)" in figure and figure.endswith("stopped at rl")
+
+
+FAKE_DVC = """#!/bin/sh
+echo "Running stage 'base':"
+sleep 0.3
+echo "Running stage 'generate':"
+until grep -qs '"generate"' "$REHEARSAL_OUT"; do sleep 0.1; done
+cp "$REHEARSAL_OUT" "$REHEARSAL_OUT.mid-run"
+exec sleep 60
+"""
+
+
+def test_the_result_is_on_disk_from_the_first_finished_stage_and_a_deadline_stops_the_run(tmp_path, monkeypatch):
+    """A call killed from outside (its box's time limit) still leaves every stage that finished: the result is
+    written at each stage boundary, not only at the end."""
+    import subprocess
+
+    root = tmp_path / "repo"
+    (root / "metrics").mkdir(parents=True)
+    (root / "metrics" / "base.json").write_text('{"rows": 3}')
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(FAKE_DVC)
+    (bin_dir / "dvc").chmod(0o755)
+    out = tmp_path / "out" / "rehearsal.json"
+    monkeypatch.setattr(rehearsal, "ROOT", root)
+    monkeypatch.setattr(rehearsal, "STATE_DIR", root / ".rehearsal")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("REHEARSAL_OUT", str(out))
+    with pytest.raises(SystemExit) as stopped:
+        rehearsal.main.main(["--out", str(out), "--deadline-s", "3"], standalone_mode=False)
+    assert stopped.value.code == 1
+    mid_run = json.loads(Path(f"{out}.mid-run").read_text())
+    assert mid_run["exit_code"] == "running"
+    assert mid_run["stages"]["base"]["finished"] and mid_run["stages"]["base"]["metrics"] == {"rows": 3}
+    assert not mid_run["stages"]["generate"]["finished"]
+    assert mid_run["stages"]["base"]["wall_s"] < 1.5  # writing the result does not hold up reading DVC's lines
+    final = json.loads(out.read_text())
+    assert final["exit_code"] == "deadline of 3 s reached"
+    assert final["stages"]["base"]["finished"] and not final["stages"]["generate"]["finished"]
+    assert json.loads((root / ".rehearsal" / "result.json").read_text())["exit_code"] == final["exit_code"]
