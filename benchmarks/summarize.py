@@ -88,8 +88,14 @@ def rl_gpu(d: dict):
     rewards = f"{_num(d.get('reward_first_third'), '.2f')} → {_num(d.get('reward_last_third'), '.2f')}"
     figure = f"{_num(tokens, '.1f')} generated tok/s, {_num(steps, '.3f')} steps/s, reward {rewards}, IS {mode}"
     run = d.get("async") or {}
-    if run:
-        figure += f"; async {_num(run.get('steps_per_s'), '.3f')} steps/s" if run.get("ran") else "; async did not run"
+    if run and not run.get("ran"):
+        figure += "; async did not run"
+    elif run:
+        figure += f"; async {_num(run.get('steps_per_s'), '.3f')} steps/s"
+        if run.get("finished") is False:
+            sizes = [s["completions_per_step"] for s in run.get("steps", []) if "completions_per_step" in s]
+            per_step = f", ~{sum(sizes) / len(sizes):,.0f} completions a step" if sizes else ""
+            figure += f" ({run.get('steps_done')} of {run.get('steps_planned')} steps{per_step})"
     return figure, "—", None
 
 

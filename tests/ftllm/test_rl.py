@@ -110,6 +110,13 @@ def test_async_args_map_the_policy_lag(tmp_path):
     assert (args.max_staleness, args.weight_sync_steps) == (2, 3)
     assert args.vllm_server_base_url == "http://gen:8000"
     assert args.num_generations == 4 and args.epsilon_high == 0.28
+    # a step trains on the rl section's completions, as in sync mode: TRL's token budgeting is off unless asked for
+    assert args.token_budget == 0
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 16 * 4
+    assert async_grpo_args(build(RLConfig, {"mode": "async", "bf16": False, "token_budget": 4096}), tmp_path
+                           ).token_budget == 4096  # fmt: skip
+    with pytest.raises(ConfigError, match="token_budget"):
+        build(RLConfig, {"mode": "async", "token_budget": -1}, "rl")
 
 
 def test_load_prompts_fills_the_template_and_skips_rows_without_answer(judged, tmp_path):

@@ -137,6 +137,11 @@ class RLConfig(TrainerSettings):
     # async mode
     max_staleness: int = 4  # maximum policy lag, in optimizer steps, of a rollout used for training
     weight_sync_steps: int = 1
+    # 0: a micro-batch packs per_device_batch_size completions, so a step trains on prompts_per_step x
+    # num_generations of them as in sync mode. > 0: TRL fills each row up to this many tokens instead, and a step's
+    # completion count follows the lengths (TRL's own default, the server's max_model_len, put ~2,900 completions
+    # into each step of rl_gpu's 128-completion toy on the H200: ~60 s a step)
+    token_budget: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,6 +160,8 @@ class RLConfig(TrainerSettings):
                     "max_staleness"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.token_budget < 0:
+            raise ValueError(f"token_budget must be >= 0 (0: fixed completions per row), got {self.token_budget}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2: advantages compare completions of one prompt")
         if self.is_mode.endswith("_truncate") and self.is_cap is None:
@@ -284,7 +291,8 @@ def grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int = 1):
 
 
 def async_grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int = 1):
-    """TRL AsyncGRPOConfig: same batch and schedule, the policy lag bounded by max_staleness."""
+    """TRL AsyncGRPOConfig: same batch and schedule (completions per micro-batch and per step, unless token_budget),
+    the policy lag bounded by max_staleness."""
     from trl.experimental.async_grpo import AsyncGRPOConfig
 
     extra = {"vllm_server_base_url": config.vllm_server_base_url} if config.vllm_server_base_url else {}
@@ -293,6 +301,7 @@ def async_grpo_args(config: RLConfig, checkpoint_dir: str | Path, processes: int
         dtype=config.dtype,
         max_staleness=config.max_staleness,
         weight_sync_steps=config.weight_sync_steps,
+        token_budget=config.token_budget,
         **extra,
     )
 
