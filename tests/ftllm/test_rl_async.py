@@ -453,8 +453,22 @@ def test_async_rl_runs_end_to_end_against_a_real_vllm_server(tiny_model, tmp_pat
     config = build(RLConfig, {"mode": "async", "num_generations": 4, "prompts_per_step": 2, "per_device_batch_size": 8,
                               "max_steps": 2, "max_completion_length": 16, "bf16": False, "dtype": "float32",
                               "num_processes": 1, "gradient_checkpointing": False, "save_steps": 1000})  # fmt: skip
-    metrics = train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt", plots_dir=tmp_path / "plots")
+    from transformers import TrainerCallback
+
+    class StepSizes(TrainerCallback):
+        seen: list = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "batch/samples_per_step" in logs:
+                self.seen.append(logs["batch/samples_per_step"])
+
+    sizes = StepSizes()
+    metrics = train_rl(config, tiny_model, data, tmp_path / "out", tmp_path / "ckpt", plots_dir=tmp_path / "plots",
+                       callbacks=(sizes,))  # fmt: skip
     assert metrics["mode"] == "async" and metrics["steps"] == 2
+    # a step trains on prompts_per_step x num_generations completions, as in sync mode (TRL's token packing put
+    # ~2,880 into each step of a 128-completion run on the H200)
+    assert sizes.seen and all(n == 2 * 4 for n in sizes.seen)
     assert metrics["completion_length_mean"] > 0  # turns came back from the server and were read as text
     assert transfers[0].sends >= 1  # the trainer synced (here: offered) its weights
     served = (tmp_path / "ckpt" / "vllm_server.log").read_text()
