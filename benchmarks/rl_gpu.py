@@ -13,7 +13,9 @@ The task is toy addition (a+b= -> \\boxed{a+b}), which a small model learns. The
    micro-batches), measured weights against the formula and `max_rel_error`;
 5. with `--async`, also runs `rl.mode: async` (TRL's AsyncGRPOTrainer with a vLLM server on the
    same GPU, weights synced through CUDA IPC) on the same model and prompts, and records async
-   against sync steps/s.
+   against sync steps/s, with TRL's own per-step figures (step time, fwd+bwd, weight sync, waiting for
+   samples, completions per step). The result file is rewritten after every async step, so a run cut by
+   its box's time limit keeps the steps it made.
 
 On one H200 (SmolLM2-135M-Instruct; the demo's GGUF is converted to a checkpoint first; ~3 minutes,
 ~5 with --async):
@@ -152,14 +154,44 @@ def rl_config(args, mode: str = "sync"):
     return build(RLConfig, {k: v for k, v in section.items() if k in fields or k == "mode"}, "rl")
 
 
-def timed_rl(config, model: Path, data: Path, work: Path, name: str) -> dict:
+# TRL's async trainer logs these per step; kept under short names, they say where an async step's time went
+ASYNC_STEP_KEYS = {
+    "reward": "reward", "perf/step_s": "step_s", "perf/fwd_bwd_s": "fwd_bwd_s", "perf/fwd_s": "fwd_s",
+    "perf/weight_sync_s": "weight_sync_s", "perf/weight_sync_transfer_s": "weight_sync_transfer_s",
+    "perf/rollout_wait_s": "rollout_wait_s", "batch/samples_per_step": "completions_per_step",
+    "batch/groups_per_step": "groups_per_step", "batch/microbatches_per_step": "microbatches_per_step",
+    "batch/samples_per_row": "completions_per_row", "batch/row_tokens_max": "row_tokens_max",
+    "sample/staleness_mean": "staleness_mean", "rollout/generated_tok_s": "server_generated_tokens_per_s",
+    "completions/mean_length": "completion_length_mean",
+}  # fmt: skip
+
+
+def step_log(on_step=None):
+    """A callback that keeps each logged step's ASYNC_STEP_KEYS and hands the list so far to `on_step`."""
+    from transformers import TrainerCallback
+
+    class StepLog(TrainerCallback):
+        def __init__(self):
+            self.steps: list[dict] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            picked = {short: float(logs[key]) for key, short in ASYNC_STEP_KEYS.items() if key in (logs or {})}
+            if len(picked) > 1:  # a step's log, not the run's closing summary
+                self.steps.append({"step": state.global_step, **picked})
+                if on_step:
+                    on_step(self.steps)
+
+    return StepLog()
+
+
+def timed_rl(config, model: Path, data: Path, work: Path, name: str, callbacks=()) -> dict:
     """train_rl with a step clock; the telemetry it wrote; and steps/s, tokens/s past the first step."""
     from ftllm.train.rl import train_rl
     from ftllm.train.telemetry import TelemetryLog
 
     clock = step_clock()
     metrics = train_rl(config, model, data, work / f"{name}-out", work / f"{name}-ckpt",
-                       plots_dir=work / f"{name}-plots", callbacks=(clock,))  # fmt: skip
+                       plots_dir=work / f"{name}-plots", callbacks=(clock, *callbacks))  # fmt: skip
     telemetry = TelemetryLog.load(work / f"{name}-plots")
     completions = config.prompts_per_step * config.num_generations
     lengths = [s.get("completion_length_mean") for s in telemetry.steps]
@@ -279,13 +311,19 @@ def main(argv=None) -> None:
     result["runtime_s"] = round(time.perf_counter() - started, 1)
     write_json(out / f"rl_gpu_{card}.json", result)  # the sync result stands even if the async run never returns
     if args.run_async:
-        result["async"] = run_async(args, work, data, sync)
+        def partial(steps: list[dict]) -> None:  # a run cut by its box's time limit keeps the steps it made
+            result["async"] = {"ran": True, "finished": False, "steps_done": len(steps),
+                               "steps_planned": args.rl_steps, "steps": steps}
+            result["runtime_s"] = round(time.perf_counter() - started, 1)
+            write_json(out / f"rl_gpu_{card}.json", result)
+
+        result["async"] = run_async(args, work, data, sync, on_step=partial)
         result["runtime_s"] = round(time.perf_counter() - started, 1)
         write_json(out / f"rl_gpu_{card}.json", result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("measured_weights", "settings")}, indent=2))
 
 
-def run_async(args, work: Path, data: Path, sync: dict) -> dict:
+def run_async(args, work: Path, data: Path, sync: dict, on_step=None) -> dict:
     """rl.mode async on the same model and prompts; its steps/s next to the sync run's."""
     import gc
 
@@ -295,17 +333,21 @@ def run_async(args, work: Path, data: Path, sync: dict) -> dict:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     try:
-        run = timed_rl(rl_config(args, mode="async"), work / "sft", data, work, "async")
+        log = step_log(on_step)
+        run = timed_rl(rl_config(args, mode="async"), work / "sft", data, work, "async", callbacks=(log,))
     except Exception as err:  # recorded, not hidden: the comparison is part of the result
         return {"ran": False, "error": f"{type(err).__name__}: {err}"}
     return {
         "ran": True,
-        "steps": run["metrics"]["steps"],
+        "finished": True,
+        "steps_done": run["metrics"]["steps"],
+        "steps_planned": args.rl_steps,
         "first_step_s": run["first_step_s"],
         "steps_per_s": run["steps_per_s"],
         "sync_steps_per_s": sync["steps_per_s"],
         "speedup": run["steps_per_s"] / sync["steps_per_s"] if run["steps_per_s"] and sync["steps_per_s"] else None,
         "reward_curve": [s.get("reward_mean") for s in run["telemetry"].steps],
+        "steps": log.steps,
     }
 
 
