@@ -78,15 +78,39 @@ def parse(s: str, timeout_s: int | None = 5) -> list:
 
 
 def verify(gold: list, pred: list, timeout_s: int | None = 5) -> bool:
-    """§0 verify(g, p), gold first: every element against every element, 5 s per pair."""
+    """§0 verify(g, p), gold first: every element against every element, 5 s per pair.
+
+    Math-Verify's verify is `any` over the element pairs in `product(gold, pred)` order, each pair under
+    its own alarm; so is this, with each pair's verdict memoised on the values (SymPy `==` is structural:
+    `2.0` and `2` are different keys). The soft stages ask about the same pair again whenever a rewrite
+    parses back to the same value (the bracket variants of `(…)^{7}` all read as the same power, only
+    their extracted text differs), and a pair that times out would cost its 5 s every time.
+    Unhashable values (mutable matrices) are compared afresh.
+    """
     if not gold or not pred:
         return False
+    armed = arm(timeout_s)
+    return any(_verify_pair(g, t, armed) for g, t in itertools.product(gold, pred))
+
+
+def _verify_pair(g, t, timeout_s: int | None) -> bool:
     try:
-        return bool(mv_verify(gold, pred, timeout_seconds=arm(timeout_s)))
+        hash((g, t))
+    except TypeError:
+        return _verify_one(g, t, timeout_s)
+    return _verify_cached(g, t, timeout_s)
+
+
+def _verify_one(g, t, timeout_s: int | None) -> bool:
+    try:
+        return bool(mv_verify([g], [t], timeout_seconds=timeout_s))
     except BaseException as err:
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         return False
+
+
+_verify_cached = functools.lru_cache(maxsize=16384, typed=True)(_verify_one)
 
 
 # --- §6.12: the extended parse ----------------------------------------------------------------
