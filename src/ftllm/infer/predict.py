@@ -139,8 +139,8 @@ def predict(config, rows: list[dict], out_dir: str | Path) -> dict:
     """Run the strategy on `rows`; write predictions.jsonl (the input's grader keys + output) and
     samples.parquet atomically."""
     from ftllm.grade.files import prediction_row
-    from ftllm.infer.pool import start_reaper
     from ftllm.io import atomic_path, output_lock, write_jsonl, write_parquet
+    from ftllm.reaper import start_reaper
 
     start = time.monotonic()
     start_reaper()  # vLLM's engine processes, the voter and its workers all go if this process is killed

@@ -277,7 +277,7 @@ class VllmServer:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> VllmServer:
-        from ftllm.infer.pool import start_reaper
+        from ftllm.reaper import start_reaper
 
         # its own process group escapes a kill of ours: without the reaper, a trainer killed by a deadline left the
         # server and its engine holding 44 GiB of the card (H200, 2026-12-03), and the next stage could not start
