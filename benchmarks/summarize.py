@@ -161,6 +161,16 @@ def generic(d: dict):
     return ", ".join(numbers[:4]) or "—", str(d.get("target", "—")), None
 
 
+def vote_speed(d: dict):
+    def clustering(run: dict):
+        return (run.get("cluster_in_process") or {}).get("total_s")
+
+    before, after = clustering(d.get("before") or {}), clustering(d.get("after") or {})
+    texts = ((d.get("after") or d.get("before") or {}).get("inputs") or {}).get("texts")
+    figure = f"clustering {_num(texts, ',')} answers in one process: {_num(before, ',.0f')} s → {_num(after, ',.0f')} s"
+    return figure, "—", None
+
+
 # result-file prefix -> summarizer (figure, target, met: True | False | None when not judged)
 SUMMARIZERS = {
     "predict_overhead": predict_overhead,
@@ -177,6 +187,7 @@ SUMMARIZERS = {
     "sandbox_overhead": sandbox_overhead,
     "cost_model": cost_model,
     "rehearsal": rehearsal,
+    "vote_speed": vote_speed,
 }
 
 
