@@ -308,18 +308,20 @@ def main(argv=None) -> None:
     }
     out = Path(args.out_dir)
     write_json(out / f"rl_weights_{card}.json", {**common, "loss_types": weights_summary(weights)})
-    result["runtime_s"] = round(time.perf_counter() - started, 1)
-    write_json(out / f"rl_gpu_{card}.json", result)  # the sync result stands even if the async run never returns
-    if args.run_async:
-        def partial(steps: list[dict]) -> None:  # a run cut by its box's time limit keeps the steps it made
-            result["async"] = {"ran": True, "finished": False, "steps_done": len(steps),
-                               "steps_planned": args.rl_steps, "steps": steps}
-            result["runtime_s"] = round(time.perf_counter() - started, 1)
-            write_json(out / f"rl_gpu_{card}.json", result)
 
-        result["async"] = run_async(args, work, data, sync, on_step=partial)
+    def save(async_run: dict | None = None) -> None:
+        if async_run is not None:
+            result["async"] = async_run
         result["runtime_s"] = round(time.perf_counter() - started, 1)
         write_json(out / f"rl_gpu_{card}.json", result)
+
+    save()  # the sync result stands even if the async run never returns
+    if args.run_async:
+        def partial(steps: list[dict]) -> None:  # a run cut by its box's time limit keeps the steps it made
+            save({"ran": True, "finished": False, "steps_done": len(steps), "steps_planned": args.rl_steps,
+                  "steps": steps})
+
+        save(run_async(args, work, data, sync, on_step=partial))
     print(json.dumps({k: v for k, v in result.items() if k not in ("measured_weights", "settings")}, indent=2))
 
 
