@@ -91,3 +91,27 @@ def test_vllm_matches_the_interface_and_hf_greedy(tiny_model, hf_engine):
               for p in hf_engine.chat(CONVERSATIONS, greedy)]
     # Same prompt ids, same weights, greedy: the first tokens agree (fp32 on both sides).
     assert vllm_ids == hf_ids
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_an_in_process_vllm_engine_starts_no_engine_core_process_and_answers_as_hf(tiny_model, hf_engine):
+    pytest.importorskip("vllm")
+    import os
+
+    import psutil
+
+    before = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    spec = EngineSpec(model=str(tiny_model), backend="vllm", dtype="float32", max_model_len=512, enforce_eager=True,
+                      in_process=True)
+    greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=4)
+    with make_engine(spec) as engine:
+        # the process a multiprocess engine spawns is titled VLLM::EngineCore; here the core runs in this process
+        children = [" ".join(c.cmdline()) + c.name() for c in psutil.Process().children(recursive=True)]
+        assert not [c for c in children if "EngineCore" in c], children
+        vllm_ids = [engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2]
+                    for p in engine.chat(CONVERSATIONS, greedy)]
+    assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == before  # later engines choose for themselves
+    hf_ids = [hf_engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2]
+              for p in hf_engine.chat(CONVERSATIONS, greedy)]
+    assert vllm_ids == hf_ids

@@ -85,9 +85,15 @@ def test_submission_entry_point(tmp_path, tiny_model):
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_predict_with_vllm(tmp_path, tiny_model):
+    # the engine core in the stage's own process, as the GPU rehearsal runs it: the voter and its parse pool
+    # are forked from a process that holds the engine
+    params = _params(tmp_path, backend="vllm", parse_workers=2)
+    section = yaml.safe_load(params.read_text(encoding="utf-8"))
+    section["predict"]["engine"]["in_process"] = True
+    params.write_text(yaml.safe_dump(section, allow_unicode=True), encoding="utf-8")
     out = tmp_path / "pred"
     args = [sys.executable, str(Path(__file__).resolve().parents[2] / "stages" / "predict.py"),
-            "--params", str(_params(tmp_path, backend="vllm")), "--model", str(tiny_model),
+            "--params", str(params), "--model", str(tiny_model),
             "--input", str(_input(tmp_path)), "--out", str(out)]
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

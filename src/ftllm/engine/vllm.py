@@ -49,16 +49,17 @@ class VLLMEngine(Engine):
 
         self.spec = spec
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model)
-        self.llm = LLM(
-            model=spec.model,
-            dtype=spec.dtype,
-            max_model_len=spec.max_model_len,
-            seed=spec.seed,
-            gpu_memory_utilization=spec.gpu_memory_utilization,
-            tensor_parallel_size=spec.tensor_parallel_size,
-            enforce_eager=spec.enforce_eager,
-            **extra,
-        )
+        with _engine_core_in_process(spec.in_process):
+            self.llm = LLM(
+                model=spec.model,
+                dtype=spec.dtype,
+                max_model_len=spec.max_model_len,
+                seed=spec.seed,
+                gpu_memory_utilization=spec.gpu_memory_utilization,
+                tensor_parallel_size=spec.tensor_parallel_size,
+                enforce_eager=spec.enforce_eager,
+                **extra,
+            )
 
     def sampling_params(self, sampling: SamplingSpec):
         from vllm import SamplingParams
@@ -124,6 +125,24 @@ class VLLMEngine(Engine):
             if shutdown:
                 shutdown()
             self.llm = None
+
+
+@contextlib.contextmanager
+def _engine_core_in_process(wanted: bool):
+    """vLLM picks an in-process engine core from this variable while `LLM(...)` builds it; other engines keep theirs."""
+    if not wanted:
+        yield
+        return
+    key = "VLLM_ENABLE_V1_MULTIPROCESSING"
+    before = os.environ.get(key)
+    os.environ[key] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _completions(out) -> list[Completion]:
