@@ -19,10 +19,11 @@ ROWS = [
 ]
 
 
-def _params(tmp_path, backend="hf", **predict):
+def _params(tmp_path, backend="hf", engine=None, **predict):
     section = {
         "engine": {"model": "overridden", "backend": backend, "dtype": "float32", "max_model_len": 256, "batch_size": 4,
-                   "enforce_eager": True},  # vLLM: skip torch.compile (minutes on shared CPU cores)
+                   "enforce_eager": True,  # vLLM: skip torch.compile (minutes on shared CPU cores)
+                   **(engine or {})},
         "sampling": {"n": 2, "temperature": 1.0, "max_new_tokens": 8, "seed": 0},
         "parse_workers": 1,
         **predict,
@@ -87,10 +88,7 @@ def test_submission_entry_point(tmp_path, tiny_model):
 def test_predict_with_vllm(tmp_path, tiny_model):
     # the engine core in the stage's own process, as the GPU rehearsal runs it: the voter and its parse pool
     # are forked from a process that holds the engine
-    params = _params(tmp_path, backend="vllm", parse_workers=2)
-    section = yaml.safe_load(params.read_text(encoding="utf-8"))
-    section["predict"]["engine"]["in_process"] = True
-    params.write_text(yaml.safe_dump(section, allow_unicode=True), encoding="utf-8")
+    params = _params(tmp_path, backend="vllm", engine={"in_process": True}, parse_workers=2)
     out = tmp_path / "pred"
     args = [sys.executable, str(Path(__file__).resolve().parents[2] / "stages" / "predict.py"),
             "--params", str(params), "--model", str(tiny_model),
