@@ -195,6 +195,23 @@ def ensure_git() -> None:
         subprocess.run(cmd, cwd=ROOT, check=True)
 
 
+def git_index_tree() -> str | None:
+    """The git index as a tree object, so that what a killed `dvc exp run` staged can be taken back."""
+    done = subprocess.run(["git", "write-tree"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def restore_git_index(tree: str | None) -> None:
+    """Put the index back as it was before DVC started; the files themselves are left as they are.
+
+    `dvc exp run` stages params.yaml and dvc.lock while it applies its stash. Killed at a deadline, it left them
+    staged, and once the next call's tree was sent (params.yaml as committed, no dvc.lock) the next `dvc exp run`
+    failed at once on the H200: "Stash apply resulted in merge conflicts: 1 uncommitted changes exist in the index".
+    """
+    if tree:
+        subprocess.run(["git", "read-tree", tree], cwd=ROOT, capture_output=True)
+
+
 @click.command()
 @click.option("--profile", default="rehearsal", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
@@ -212,6 +229,7 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
     made_by = provenance()
     earlier = resume_state() if resume else None
     ensure_git()
+    index_before = git_index_tree()
     sampler = MemorySampler()
     sampler.start()
     start = time.monotonic()
@@ -268,6 +286,8 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
             timer.cancel()
         if log_file:
             log_file.close()
+    if expired.is_set() or code == "interrupted":
+        restore_git_index(index_before)
     if expired.is_set():
         code = f"deadline of {deadline_s:.0f} s reached"
     sampler.stopped.set()

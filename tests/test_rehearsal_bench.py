@@ -134,6 +134,7 @@ FAKE_DVC = """#!/bin/sh
 echo "Running stage 'base':"
 sleep 0.3
 echo "Running stage 'generate':"
+echo "profile: rehearsal" > params.yaml && echo "stages: {}" > dvc.lock && git add params.yaml dvc.lock
 until grep -qs '"generate"' "$REHEARSAL_OUT"; do sleep 0.1; done
 cp "$REHEARSAL_OUT" "$REHEARSAL_OUT.mid-run"
 exec sleep 60
@@ -149,6 +150,9 @@ def test_the_result_is_on_disk_from_the_first_finished_stage_and_a_deadline_stop
     (root / "metrics").mkdir(parents=True)
     (root / "metrics" / "base.json").write_text('{"rows": 3}')
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    (root / "params.yaml").write_text("profile: full\n")
+    (root / "mine.txt").write_text("staged by its owner\n")
+    subprocess.run(["git", "add", "params.yaml", "mine.txt"], cwd=root, check=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "dvc").write_text(FAKE_DVC)
@@ -170,3 +174,9 @@ def test_the_result_is_on_disk_from_the_first_finished_stage_and_a_deadline_stop
     assert final["exit_code"] == "deadline of 3 s reached"
     assert final["stages"]["base"]["finished"] and not final["stages"]["generate"]["finished"]
     assert json.loads((root / ".rehearsal" / "result.json").read_text())["exit_code"] == final["exit_code"]
+    # what the killed DVC staged is taken back, so the next call's `dvc exp run` does not fail on a half-applied
+    # stash; what was staged before it stays staged, and the files keep what DVC wrote
+    staged = subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=root, capture_output=True, text=True)
+    assert staged.stdout.split() == ["mine.txt", "params.yaml"]
+    shown = subprocess.run(["git", "show", ":params.yaml"], cwd=root, capture_output=True, text=True)
+    assert shown.stdout == "profile: full\n" and (root / "params.yaml").read_text() == "profile: rehearsal\n"
