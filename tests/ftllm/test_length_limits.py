@@ -64,10 +64,11 @@ def test_predict_with_a_10_mb_problem_stays_small_and_reports_the_row(tmp_path, 
     }}), encoding="utf-8")
     out, metrics = tmp_path / "pred", tmp_path / "m.json"
     root = Path(__file__).resolve().parents[2]
-    # the stage reports its own peak resident memory as it exits
-    wrapper = ("import atexit, resource, runpy, sys\n"
-               "atexit.register(lambda: sys.stderr.write("
-               "f'MAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+    # the stage reports its own peak resident memory as it exits: VmHWM, not ru_maxrss, which Linux carries over
+    # exec from the forked parent (this test process, gigabytes after the in-process vLLM tests)
+    wrapper = ("import atexit, runpy, sys\n"
+               "hwm = lambda: [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+               "atexit.register(lambda: sys.stderr.write(f'MAXRSS {hwm()}\\n'))\n"
                "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')")
     run = subprocess.run([sys.executable, "-c", wrapper, str(root / "stages" / "predict.py"), "--params", str(params),
                           "--input", str(problems), "--out", str(out), "--metrics", str(metrics)],
