@@ -97,6 +97,7 @@ def test_vllm_matches_the_interface_and_hf_greedy(tiny_model, hf_engine):
 @pytest.mark.vllm
 def test_an_in_process_vllm_engine_starts_no_engine_core_process_and_answers_as_hf(tiny_model, hf_engine):
     pytest.importorskip("vllm")
+    import contextlib
     import os
 
     import psutil
@@ -107,7 +108,12 @@ def test_an_in_process_vllm_engine_starts_no_engine_core_process_and_answers_as_
     greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=4)
     with make_engine(spec) as engine:
         # the process a multiprocess engine spawns is titled VLLM::EngineCore; here the core runs in this process
-        children = [" ".join(c.cmdline()) + c.name() for c in psutil.Process().children(recursive=True)]
+        # (an earlier test's engine core may linger as a zombie until reaped: only live processes count)
+        children = []
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    children.append(" ".join(child.cmdline()) + child.name())
         assert not [c for c in children if "EngineCore" in c], children
         vllm_ids = [engine.tokenizer(p[0].text, add_special_tokens=False)["input_ids"][:2]
                     for p in engine.chat(CONVERSATIONS, greedy)]
