@@ -286,9 +286,11 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
             timer.cancel()
         if log_file:
             log_file.close()
-    if expired.is_set() or code == "interrupted":
+    # a DVC that exits 0 in the stop's grace (after the stack dumps, before the kill) has finished the DAG
+    cut = expired.is_set() and code != 0
+    if cut or code == "interrupted":
         restore_git_index(index_before)
-    if expired.is_set():
+    if cut:
         code = f"deadline of {deadline_s:.0f} s reached"
     sampler.stopped.set()
     result = report(code)

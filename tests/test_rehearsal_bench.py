@@ -180,3 +180,34 @@ def test_the_result_is_on_disk_from_the_first_finished_stage_and_a_deadline_stop
     assert staged.stdout.split() == ["mine.txt", "params.yaml"]
     shown = subprocess.run(["git", "show", ":params.yaml"], cwd=root, capture_output=True, text=True)
     assert shown.stdout == "profile: full\n" and (root / "params.yaml").read_text() == "profile: rehearsal\n"
+
+
+FAKE_DVC_FINISHING_LATE = """#!/bin/sh
+echo "Running stage 'base':"
+sleep 0.3
+echo "Running stage 'evaluate':"
+sleep 2
+echo "Ran experiment(s): late-but-done"
+"""
+
+
+def test_a_dvc_run_that_exits_0_in_the_deadlines_grace_is_recorded_as_finished(tmp_path, monkeypatch):
+    """The deadline first asks for stack dumps and kills 3 s later: a DAG done in between finished, and says so
+    (on the H200 a run whose log ended with 'Ran experiment(s)' was recorded as cut by its deadline)."""
+    import subprocess
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(FAKE_DVC_FINISHING_LATE)
+    (bin_dir / "dvc").chmod(0o755)
+    out = tmp_path / "rehearsal.json"
+    monkeypatch.setattr(rehearsal, "ROOT", root)
+    monkeypatch.setattr(rehearsal, "STATE_DIR", root / ".rehearsal")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    rehearsal.main.main(["--out", str(out), "--deadline-s", "1"], standalone_mode=False)
+    final = json.loads(out.read_text())
+    assert final["exit_code"] == 0 and final["total_s"] > 1
+    assert all(stage["finished"] for stage in final["stages"].values())
