@@ -141,26 +141,35 @@ exec sleep 60
 """
 
 
+def _repo_with_fake_dvc(tmp_path: Path, monkeypatch, script: str) -> Path:
+    """A git repository for the driver to run in, with `script` as the `dvc` on PATH."""
+    import subprocess
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(script)
+    (bin_dir / "dvc").chmod(0o755)
+    monkeypatch.setattr(rehearsal, "ROOT", root)
+    monkeypatch.setattr(rehearsal, "STATE_DIR", root / ".rehearsal")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    return root
+
+
 def test_the_result_is_on_disk_from_the_first_finished_stage_and_a_deadline_stops_the_run(tmp_path, monkeypatch):
     """A call killed from outside (its box's time limit) still leaves every stage that finished: the result is
     written at each stage boundary, not only at the end."""
     import subprocess
 
-    root = tmp_path / "repo"
-    (root / "metrics").mkdir(parents=True)
+    root = _repo_with_fake_dvc(tmp_path, monkeypatch, FAKE_DVC)
+    (root / "metrics").mkdir()
     (root / "metrics" / "base.json").write_text('{"rows": 3}')
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     (root / "params.yaml").write_text("profile: full\n")
     (root / "mine.txt").write_text("staged by its owner\n")
     subprocess.run(["git", "add", "params.yaml", "mine.txt"], cwd=root, check=True)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "dvc").write_text(FAKE_DVC)
-    (bin_dir / "dvc").chmod(0o755)
     out = tmp_path / "out" / "rehearsal.json"
-    monkeypatch.setattr(rehearsal, "ROOT", root)
-    monkeypatch.setattr(rehearsal, "STATE_DIR", root / ".rehearsal")
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
     monkeypatch.setenv("REHEARSAL_OUT", str(out))
     with pytest.raises(SystemExit) as stopped:
         rehearsal.main.main(["--out", str(out), "--deadline-s", "3"], standalone_mode=False)
@@ -194,20 +203,10 @@ echo "Ran experiment(s): late-but-done"
 def test_a_dvc_run_that_exits_0_in_the_deadlines_grace_is_recorded_as_finished(tmp_path, monkeypatch):
     """The deadline first asks for stack dumps and kills 3 s later: a DAG done in between finished, and says so
     (on the H200 a run whose log ended with 'Ran experiment(s)' was recorded as cut by its deadline)."""
-    import subprocess
-
-    root = tmp_path / "repo"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "dvc").write_text(FAKE_DVC_FINISHING_LATE)
-    (bin_dir / "dvc").chmod(0o755)
+    _repo_with_fake_dvc(tmp_path, monkeypatch, FAKE_DVC_FINISHING_LATE)
     out = tmp_path / "rehearsal.json"
-    monkeypatch.setattr(rehearsal, "ROOT", root)
-    monkeypatch.setattr(rehearsal, "STATE_DIR", root / ".rehearsal")
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
     rehearsal.main.main(["--out", str(out), "--deadline-s", "1"], standalone_mode=False)
     final = json.loads(out.read_text())
     assert final["exit_code"] == 0 and final["total_s"] > 1
     assert all(stage["finished"] for stage in final["stages"].values())
+
