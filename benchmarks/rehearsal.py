@@ -239,10 +239,9 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
     # its own process group, so a deadline reaches DVC, the stage and the stage's vLLM workers alike
     proc = subprocess.Popen(["dvc", "exp", "run", "-S", f"profile={profile}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
-    expired = threading.Event()
+    deadline_reached = threading.Event()
 
     def stop() -> None:
-        expired.set()
         # first ask each stage for its stacks (ftllm.cli registers SIGUSR1), so the log says where the time went
         for pid in stage_pids(proc.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -258,7 +257,11 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
         write_result(out, result)
         return result
 
-    timer = threading.Timer(max(0.0, deadline_s - (time.monotonic() - began)), stop) if deadline_s else None
+    def on_deadline() -> None:
+        deadline_reached.set()
+        stop()
+
+    timer = threading.Timer(max(0.0, deadline_s - (time.monotonic() - began)), on_deadline) if deadline_s else None
     if timer:
         timer.start()
     log_file = log.open("w", encoding="utf-8") if log else None
@@ -287,7 +290,7 @@ def main(profile: str, out: Path, log: Path | None, deadline_s: float | None, re
         if log_file:
             log_file.close()
     # a DVC that exits 0 in the stop's grace (after the stack dumps, before the kill) has finished the DAG
-    cut = expired.is_set() and code != 0
+    cut = deadline_reached.is_set() and code != 0
     if cut or code == "interrupted":
         restore_git_index(index_before)
     if cut:

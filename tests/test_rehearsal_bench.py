@@ -210,3 +210,24 @@ def test_a_dvc_run_that_exits_0_in_the_deadlines_grace_is_recorded_as_finished(t
     assert final["exit_code"] == 0 and final["total_s"] > 1
     assert all(stage["finished"] for stage in final["stages"].values())
 
+
+def test_ctrl_c_is_recorded_as_an_interruption_not_a_deadline(tmp_path, monkeypatch):
+    """Ctrl-C stops DVC the way a deadline does, but the result says which one happened (with no deadline set,
+    the driver used to crash formatting one)."""
+    import io
+
+    _repo_with_fake_dvc(tmp_path, monkeypatch, FAKE_DVC_FINISHING_LATE)
+    out = tmp_path / "rehearsal.json"
+
+    class CtrlCOnFirstLine(io.StringIO):
+        def write(self, text):
+            if not self.getvalue():
+                super().write(text)
+                raise KeyboardInterrupt
+            return super().write(text)
+
+    monkeypatch.setattr(rehearsal.sys, "stdout", CtrlCOnFirstLine())
+    with pytest.raises(SystemExit) as stopped:
+        rehearsal.main.main(["--out", str(out)], standalone_mode=False)
+    assert stopped.value.code == 1
+    assert json.loads(out.read_text())["exit_code"] == "interrupted"
